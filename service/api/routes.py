@@ -1,0 +1,113 @@
+"""HTTP routes: discovery, service invocation, feedback. Transport only.
+
+Each handler parses and authenticates, then hands over to the data layer and the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from service.api.errors import ProblemError, describe_validation
+from service.cdshooks.models import FeedbackRequest, HookRequest, OrderContext
+from service.runtime import Runtime
+from service.security.auth import Caller, Unauthorized
+
+log = logging.getLogger("service.api")
+
+router = APIRouter()
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def _authenticate(request: Request) -> Caller:
+    runtime = _runtime(request)
+    audience = runtime.settings.service_url(request.url.path)
+    try:
+        return await runtime.authenticator.authenticate(
+            request.headers.get("authorization"), audience
+        )
+    except Unauthorized as exc:
+        log.info("401 on %s: %s", request.url.path, exc)
+        raise ProblemError(401) from None
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if not body:
+        raise ProblemError(400, "request body is empty; expected JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProblemError(
+            400, f"request body is not valid JSON: {exc.__class__.__name__}"
+        ) from None
+
+
+# Discovery: https://cds-hooks.hl7.org/2.0/#discovery
+@router.get("/cds-services")
+async def discovery(request: Request) -> JSONResponse:
+    await _authenticate(request)
+    return JSONResponse(_runtime(request).services.document.wire())
+
+
+# Calling a CDS Service: https://cds-hooks.hl7.org/2.0/#calling-a-cds-service
+@router.post("/cds-services/{service_id}")
+async def invoke(service_id: str, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    runtime = _runtime(request)
+    service = runtime.services.get(service_id)
+    if service is None:
+        raise ProblemError(404, f"no CDS service with id {service_id!r}")
+    caller = await _authenticate(request)
+    raw = await _json_body(request)
+    if not isinstance(raw, dict):
+        raise ProblemError(400, "request body must be a JSON object")
+    try:
+        hook_request = HookRequest.model_validate(raw)
+        OrderContext.model_validate(hook_request.context)
+    except ValidationError as exc:
+        raise ProblemError(400, describe_validation(exc.errors())) from None
+    if hook_request.hook != service.hook:
+        raise ProblemError(
+            400, f"service {service_id!r} answers hook {service.hook!r}, not {hook_request.hook!r}"
+        )
+    if hook_request.hook == "order-select" and not hook_request.context.get("selections"):
+        raise ProblemError(400, "context.selections is required for order-select")
+    evaluation = await runtime.answer(service, hook_request, caller)
+    log.info(
+        "hook=%s service=%s cards=%d topics=%s ms=%.1f",
+        hook_request.hook,
+        service_id,
+        len(evaluation.response.cards),
+        ",".join(c.topic for c in evaluation.issued) or "-",
+        (time.perf_counter() - started) * 1000,
+    )
+    return JSONResponse(evaluation.response.wire())
+
+
+# Feedback: https://cds-hooks.hl7.org/2.0/#feedback
+@router.post("/cds-services/{service_id}/feedback")
+async def feedback(service_id: str, request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    if runtime.services.get(service_id) is None:
+        raise ProblemError(404, f"no CDS service with id {service_id!r}")
+    await _authenticate(request)
+    raw = await _json_body(request)
+    try:
+        parsed = FeedbackRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise ProblemError(400, describe_validation(exc.errors())) from None
+    for item in parsed.feedback:
+        if item.outcome == "accepted" and not item.acceptedSuggestions:
+            raise ProblemError(400, "feedback.acceptedSuggestions is required when accepted")
+    return JSONResponse({"received": len(parsed.feedback)})

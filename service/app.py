@@ -1,0 +1,78 @@
+"""Application factory: settings in, FastAPI app out. No module-level state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api import errors
+from service.api.limits import BodySizeLimit
+from service.api.routes import router
+from service.cdshooks.discovery import ServiceRegistry
+from service.config import Settings
+from service.pipeline import Knowledge
+from service.runtime import Runtime
+from service.security.auth import Authenticator
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    knowledge: Knowledge | None = None,
+    fhir_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the service. `fhir_transport` lets tests route FHIR calls to an in-process server."""
+    knowledge = knowledge or Knowledge.load(settings.rules.extra_data_dir)
+    if not settings.auth.enabled:
+        log.warning(
+            "AUTHENTICATION IS DISABLED (auth.enabled = false): any caller can invoke the "
+            "services. Never run like this with real patient data."
+        )
+    http = httpx.AsyncClient(
+        transport=fhir_transport,
+        limits=httpx.Limits(max_connections=settings.fhir.max_connections),
+        follow_redirects=False,  # a redirect could leave the allowlisted host
+        timeout=httpx.Timeout(settings.fhir.deadline_seconds),
+    )
+    runtime = Runtime(
+        settings=settings,
+        knowledge=knowledge,
+        services=ServiceRegistry(),
+        authenticator=Authenticator(settings),
+        http=http,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await http.aclose()
+
+    app = FastAPI(
+        title="Cardiac CT CDS Hooks service",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors.origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    return app

@@ -1,0 +1,110 @@
+"""Command line: `cardiac-ct-cds serve | evaluate | check-config | dev-token`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="CDS Hooks 2.0 decision support for cardiac CT orders (FFR-CT 75580, CAC 75571).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: embedded development profile)",
+        envvar="CARDIAC_CDS_CONFIG",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+) -> None:
+    """Run the HTTP service."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(config)
+    _configure_logging(settings.log_level)
+    try:
+        application = create_app(settings)
+    except Exception as exc:  # startup validation of rules/cards/keys: say what is wrong
+        typer.echo(f"startup failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"serving CDS Hooks discovery at {settings.service_url('/cds-services')}", err=True)
+    uvicorn.run(
+        application, host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+    )
+
+
+@app.command()
+def evaluate(
+    request_file: Annotated[Path, typer.Argument(help="CDS Hooks request JSON")],
+    config: ConfigOption = None,
+    service_id: Annotated[str | None, typer.Option("--service", help="Service id")] = None,
+    raw: Annotated[bool, typer.Option("--json", help="Print the response JSON only")] = False,
+) -> None:
+    """Run one CDS Hooks request offline (prefetch only, no network) and print the answer."""
+    from service.offline import evaluate_file, render_text
+
+    settings = _settings(config)
+    _configure_logging("WARNING")
+    try:
+        response = asyncio.run(evaluate_file(settings, request_file, service_id))
+    except ValueError as exc:
+        typer.echo(f"cannot evaluate {request_file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(response, indent=2) if raw else render_text(response))
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption = None) -> None:
+    """Validate the configuration, rule data and card content, then exit."""
+    from service.pipeline import Knowledge
+
+    settings = _settings(config)
+    try:
+        knowledge = Knowledge.load(settings.rules.extra_data_dir)
+    except Exception as exc:
+        typer.echo(f"invalid: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"ok: rule data {knowledge.rule_data.version}, {len(knowledge.cards.templates)} card "
+        f"templates, {len(settings.auth.clients)} trusted client(s), auth "
+        f"{'on' if settings.auth.enabled else 'OFF'}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,165 @@
+"""Build the facts from parsed FHIR: the one place that reads FHIR models for the rules.
+
+Messy data is expected: a code may sit in any coding of a CodeableConcept, systems come in
+legacy spellings, dates may be missing. When something cannot be determined it is recorded as
+unknown (None / a DataGap), never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.procedure import Procedure
+from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from service.facts.model import Code, CodeSet, DataGap, Facts, Order, PerformedStudy
+from service.fhir.gather import GatheredData
+from service.rules.catalogue import RuleData
+from service.rules.codes import normalise_code
+
+REQUEST_TYPES = frozenset(
+    {"ServiceRequest", "MedicationRequest", "DeviceRequest", "NutritionOrder", "VisionPrescription"}
+)
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    """A draft order as parsed, with its raw JSON kept for `update` actions (whole resource)."""
+
+    ref: str
+    raw: dict[str, Any]
+    model: Resource
+
+
+class CodeReader:
+    """Normalises codings to (short system, code) using the rule data's alias table."""
+
+    def __init__(self, data: RuleData) -> None:
+        self._systems = data.system_for_uri()
+
+    def coding_codes(self, codings: Iterable[Any] | None) -> set[Code]:
+        found: set[Code] = set()
+        for coding in codings or []:
+            if coding is None or not coding.code:
+                continue
+            system = self._systems.get(coding.system or "", coding.system or "")
+            if not system and _looks_like_cpt(coding.code):
+                system = "cpt"  # seen in the wild: CPT codes sent without a system
+            found.add(Code(system, normalise_code(system, coding.code)))
+        return found
+
+    def concept(self, concept: CodeableConcept | None) -> set[Code]:
+        return self.coding_codes(concept.coding if concept else None)
+
+    def concepts(self, concepts: Iterable[CodeableConcept] | None) -> CodeSet:
+        found: set[Code] = set()
+        for concept in concepts or []:
+            found |= self.concept(concept)
+        return frozenset(found)
+
+
+def _looks_like_cpt(code: str) -> bool:
+    return len(code) == 5 and (code.isdigit() or (code[:4].isdigit() and code[4] in "TFU"))
+
+
+def to_date(value: Any) -> date | None:
+    """A FHIR date/dateTime/Period start as a date; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    start = getattr(value, "start", None)
+    if start is not None:
+        return to_date(start)
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def order_from_model(
+    model: Resource, codes: CodeReader, *, origin: str, today: date, selected: bool = True
+) -> Order:
+    code_attr = getattr(model, "code", None)
+    order_codes = codes.concept(code_attr) if isinstance(code_attr, CodeableConcept) else set()
+    scheduled = to_date(
+        getattr(model, "occurrenceDateTime", None) or getattr(model, "occurrencePeriod", None)
+    )
+    if scheduled is None and origin == "existing":
+        # An order on file with no date of service: its authoring date is the best evidence.
+        scheduled = to_date(getattr(model, "authoredOn", None))
+    display = None
+    if isinstance(code_attr, CodeableConcept):
+        display = code_attr.text or next(
+            (c.display for c in code_attr.coding or [] if c and c.display), None
+        )
+    return Order(
+        ref=f"{model.get_resource_type()}/{model.id}",
+        codes=frozenset(order_codes),
+        reason_codes=codes.concepts(getattr(model, "reasonCode", None)),
+        status=getattr(model, "status", None),
+        origin="draft" if origin == "draft" else "existing",
+        service_date=scheduled or today,
+        selected=selected,
+        display=display,
+    )
+
+
+def build_facts(
+    *,
+    hook: str,
+    context: Mapping[str, Any],
+    drafts: list[DraftOrder],
+    data: GatheredData,
+    rule_data: RuleData,
+    today: date,
+    extra_gaps: Iterable[DataGap] = (),
+) -> Facts:
+    codes = CodeReader(rule_data)
+    selections = set(context.get("selections") or []) if hook == "order-select" else None
+    draft_orders = tuple(
+        order_from_model(
+            d.model,
+            codes,
+            origin="draft",
+            today=today,
+            selected=selections is None or d.ref in selections,
+        )
+        for d in drafts
+    )
+    draft_refs = {o.ref for o in draft_orders}
+    existing = tuple(
+        order_from_model(m, codes, origin="existing", today=today)
+        for m in data.of_type(ServiceRequest)
+        if f"ServiceRequest/{m.id}" not in draft_refs
+        and getattr(m, "status", None) in {"active", "on-hold", "completed", "draft"}
+    )
+    performed = tuple(
+        PerformedStudy(
+            ref=f"Procedure/{p.id}",
+            kind="procedure",
+            codes=frozenset(codes.concept(p.code)),
+            status=p.status,
+            performed=to_date(p.performedDateTime or p.performedPeriod),
+        )
+        for p in data.of_type(Procedure)
+    )
+    return Facts(
+        hook="order-select" if hook == "order-select" else "order-sign",
+        today=today,
+        patient_ref=f"Patient/{context.get('patientId')}",
+        patient_state=None,
+        draft_orders=draft_orders,
+        existing_orders=existing,
+        performed=performed,
+        gaps=(*data.gaps, *extra_gaps),
+    )

@@ -1,0 +1,134 @@
+"""The facts: a small, typed, immutable view of one hook call, built once, read by every rule.
+
+Rules see only these types: no FHIR JSON, no HTTP. Codes are normalised to a short system name
+(``cpt``, ``hcpcs``, ``icd10cm``, ``snomed``, ``loinc``, ``sopt`` ...) using the alias table in the
+rule data, so a rule never has to know that SOPT is spelled three ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+
+@dataclass(frozen=True, order=True)
+class Code:
+    """A (system, code) pair; `system` is the short name from the rule data's alias table."""
+
+    system: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.system}|{self.code}"
+
+
+CodeSet = frozenset[Code]
+
+OrderOrigin = Literal["draft", "existing"]
+
+
+@dataclass(frozen=True)
+class Order:
+    """A request resource: a draft order from the hook context or an existing order on file."""
+
+    ref: str  # "ServiceRequest/123"
+    codes: CodeSet
+    reason_codes: CodeSet  # reasonCode plus resolved reasonReference conditions
+    status: str | None
+    origin: OrderOrigin
+    service_date: date  # occurrence[x], else the signing date
+    selected: bool = True  # order-select: in context.selections; order-sign: always True
+    display: str | None = None  # human label for card text ("FFR-CT (75580)")
+    insurance_refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PerformedStudy:
+    """A procedure, report or imaging study already on file (CCTA, FFR-CT, stent...)."""
+
+    ref: str
+    kind: Literal["procedure", "report", "imaging-study"]
+    codes: CodeSet
+    status: str | None
+    performed: date | None
+
+
+@dataclass(frozen=True)
+class CctaResult:
+    """The reading of one CCTA (DiagnosticReport/Procedure/ImagingStudy)."""
+
+    ref: str
+    performed: date | None
+    max_stenosis_percent: float | None  # largest % quantity among its results
+    cad_rads: str | None  # "0", "1", "2", "3", "4A", "4B", "5", "N"
+    cad_rads_modifiers: frozenset[str] = frozenset()  # "S", "G", "HRP", ...
+    # Stenosis derived from a CAD-RADS category only: (low, high) bounds in %.
+    stenosis_range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """An active Condition (problem list or encounter diagnosis)."""
+
+    ref: str
+    codes: CodeSet
+    onset: date | None
+    category: Literal["problem-list-item", "encounter-diagnosis", "other"] = "other"
+
+
+PayerKind = Literal[
+    "original-medicare",
+    "medicare-advantage",
+    "medicare-unknown",
+    "medicaid",
+    "commercial",
+    "other",
+    "unknown",
+]
+
+
+@dataclass(frozen=True)
+class CoverageFacts:
+    """The primary coverage for the date of service, classified by the payer directory."""
+
+    ref: str  # "Coverage/abc"
+    payer_kind: PayerKind
+    payer_profile: str | None  # payer directory row id, e.g. "horizon-bcbs-nj"
+    payer_name: str | None
+    state: str | None  # patient's state, for state-specific payer policies
+    why: str  # how the classification was made, for card detail and audit
+
+
+@dataclass(frozen=True)
+class DataGap:
+    """Data a check needed but could not get; becomes the `data-incomplete` card."""
+
+    key: str  # prefetch key or data category, e.g. "coverage"
+    reason: str  # plain words, no PHI: "FHIR server timed out"
+
+
+@dataclass(frozen=True)
+class Facts:
+    hook: Literal["order-sign", "order-select"]
+    today: date
+    patient_ref: str
+    patient_state: str | None
+    draft_orders: tuple[Order, ...]
+    existing_orders: tuple[Order, ...] = ()
+    performed: tuple[PerformedStudy, ...] = ()
+    diagnoses: tuple[Diagnosis, ...] = ()
+    cctas: tuple[CctaResult, ...] = ()
+    has_bmi: bool | None = None  # None: could not be determined
+    coverage: CoverageFacts | None = None
+    coverage_known: bool = True  # False: coverage data was unavailable (not "no coverage")
+    other_coverages: tuple[CoverageFacts, ...] = ()
+    gaps: tuple[DataGap, ...] = field(default=())
+
+    @property
+    def focus_orders(self) -> tuple[Order, ...]:
+        """The orders decision support is about: selections on order-select, all on order-sign."""
+        return tuple(o for o in self.draft_orders if o.selected)
+
+    def unavailable(self, key: str) -> bool:
+        return any(g.key == key for g in self.gaps)

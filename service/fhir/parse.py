@@ -1,0 +1,74 @@
+"""Lenient FHIR R4 parsing with fhir.resources' R4B models (R4-compatible for what we read).
+
+Real EHR payloads carry members the models forbid (vendor fields, typos). We drop the members
+the model calls "extra" and try once more; anything still invalid is skipped and reported,
+never allowed to sink the request.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, cast
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A resource that could not be read, described without PHI."""
+
+    resource_type: str
+    reason: str
+
+
+def _drop(data: Any, loc: tuple[int | str, ...]) -> bool:
+    node = data
+    for part in loc[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(node, dict) and loc and loc[-1] in node:
+        del node[loc[-1]]
+        return True
+    return False
+
+
+def parse_resource(raw: Any) -> Resource | Skipped:
+    """Parse one resource JSON object into its R4B model, tolerating unknown members."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+        return Skipped("unknown", "not a FHIR resource (no resourceType)")
+    resource_type = raw["resourceType"]
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError):
+        return Skipped(resource_type, "unknown resource type")
+    try:
+        return cast(Resource, model.model_validate(raw))
+    except ValidationError as first:
+        extras = [e["loc"] for e in first.errors() if e["type"] == "extra_forbidden"]
+        if not extras or len(extras) != first.error_count():
+            return Skipped(resource_type, _summary(first))
+    cleaned = copy.deepcopy(raw)
+    for loc in extras:
+        _drop(cleaned, tuple(loc))
+    try:
+        return cast(Resource, model.model_validate(cleaned))
+    except ValidationError as second:
+        return Skipped(resource_type, _summary(second))
+
+
+def _summary(exc: ValidationError) -> str:
+    # Field paths only: values may be PHI.
+    paths = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+    shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+    return f"invalid {shown}"
+
+
+def bundle_resources(bundle: dict[str, Any]) -> list[Any]:
+    """The raw `entry[].resource` objects of a Bundle (no Bundle-level validation)."""
+    entries = bundle.get("entry") or []
+    return [e.get("resource") for e in entries if isinstance(e, dict) and e.get("resource")]

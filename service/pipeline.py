@@ -1,0 +1,164 @@
+"""The evaluation pipeline: request -> facts -> rules -> cards and system actions.
+
+Knows nothing of HTTP or authentication (the API layer does that) and nothing of how data was
+fetched (service.fhir.gather does that). Everything here is synchronous and pure given its
+inputs, which is what makes it fast and testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from service.cdshooks.models import Card, HookRequest, HookResponse
+from service.facts.build import REQUEST_TYPES, DraftOrder, build_facts
+from service.facts.model import DataGap
+from service.fhir.gather import GatheredData
+from service.fhir.parse import Skipped, bundle_resources, parse_resource
+from service.render.actions import ActionBuilder, OrderContext
+from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
+from service.rules.catalogue import RuleData, load_rule_data
+from service.rules.engine import RULES, Rule, evaluate
+from service.rules.findings import Finding
+
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Rule data, rule functions and card content, loaded and cross-checked once at startup."""
+
+    rule_data: RuleData
+    cards: CardCatalogue
+    rules: Mapping[str, Rule]
+
+    @classmethod
+    def load(cls, extra_rule_dir: Path | None = None, cards_dir: Path | None = None) -> Knowledge:
+        rule_data = load_rule_data(extra_rule_dir)
+        cards = CardCatalogue.load(cards_dir)
+        cards.check_against(rule_data, set(RULES))
+        return cls(rule_data, cards, RULES)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The request's `davinci-crd.configuration`, with unknown or ill-typed entries ignored."""
+
+    enabled: Mapping[str, bool] = field(default_factory=dict)
+    max_cards: int = 10
+
+    @classmethod
+    def from_request(
+        cls, extension: Mapping[str, Any] | None, defaults: Mapping[str, Any]
+    ) -> Options:
+        given = (extension or {}).get("davinci-crd.configuration")
+        given = given if isinstance(given, dict) else {}
+        enabled = {
+            code: given[code] if isinstance(given.get(code), bool) else bool(default)
+            for code, default in defaults.items()
+            if code != "max-cards"
+        }
+        max_cards = given.get("max-cards")
+        if not isinstance(max_cards, int) or isinstance(max_cards, bool) or max_cards < 0:
+            max_cards = int(defaults.get("max-cards", 10))
+        return cls(enabled, max_cards)
+
+    def allows(self, card_type: str) -> bool:
+        return self.enabled.get(card_type, True)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """What the audit trail keeps about a card."""
+
+    uuid: str
+    topic: str
+    indicator: str
+    order_refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    response: HookResponse
+    issued: tuple[IssuedCard, ...]
+    coverage_assertion_ids: tuple[str, ...] = ()
+
+
+def parse_drafts(draft_bundle: Mapping[str, Any]) -> tuple[list[DraftOrder], list[DataGap]]:
+    """Parse draft orders one by one; a bad ServiceRequest is reported, other bad ones ignored."""
+    drafts: list[DraftOrder] = []
+    gaps: list[DataGap] = []
+    for raw in bundle_resources(dict(draft_bundle)):
+        parsed = parse_resource(raw)
+        if isinstance(parsed, Skipped):
+            if parsed.resource_type == "ServiceRequest":
+                gaps.append(
+                    DataGap(
+                        "draftOrders", f"a draft ServiceRequest could not be read ({parsed.reason})"
+                    )
+                )
+            continue
+        if parsed.get_resource_type() not in REQUEST_TYPES or not parsed.id:
+            continue
+        drafts.append(DraftOrder(f"{parsed.get_resource_type()}/{parsed.id}", raw, parsed))
+    return drafts, gaps
+
+
+def run(
+    request: HookRequest,
+    data: GatheredData,
+    knowledge: Knowledge,
+    *,
+    option_defaults: Mapping[str, Any],
+    today: date,
+    new_uuid: IdFactory = new_id,
+) -> Evaluation:
+    """Evaluate one hook call on the gathered data."""
+    context = request.context
+    drafts, draft_gaps = parse_drafts(context["draftOrders"])
+    facts = build_facts(
+        hook=request.hook,
+        context=context,
+        drafts=drafts,
+        data=data,
+        rule_data=knowledge.rule_data,
+        today=today,
+        extra_gaps=draft_gaps,
+    )
+    options = Options.from_request(request.extension, option_defaults)
+    findings = [
+        f
+        for f in evaluate(facts, knowledge.rule_data, knowledge.rules)
+        if options.allows(knowledge.rule_data.rules[f.topic].card_type)
+    ]
+    findings = _most_severe_first(findings, knowledge)[: options.max_cards]
+    actions = ActionBuilder(
+        OrderContext(
+            drafts={d.ref: d.raw for d in drafts},
+            patient_id=str(context["patientId"]),
+            user_ref=str(context["userId"]),
+            encounter_id=context.get("encounterId"),
+        ),
+        knowledge.rule_data,
+    )
+    cards: list[Card] = []
+    issued: list[IssuedCard] = []
+    for finding in findings:
+        card = render_card(finding, knowledge.cards, knowledge.rule_data, actions, new_uuid)
+        cards.append(card)
+        issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
+    return Evaluation(HookResponse(cards=cards), tuple(issued))
+
+
+def _most_severe_first(findings: list[Finding], knowledge: Knowledge) -> list[Finding]:
+    order = {topic: i for i, topic in enumerate(knowledge.rule_data.rules)}
+    return sorted(
+        findings,
+        key=lambda f: (
+            _SEVERITY[knowledge.cards.templates[f.topic].indicator],
+            order[f.topic],
+        ),
+    )

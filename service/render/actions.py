@@ -1,0 +1,128 @@
+"""Build the FHIR content of suggestion actions: delete, create (CCTA order, ABN task), update.
+
+New resources are valid R4 with the patient, requester and reasons carried over from the order
+they are about. Updates return the *whole* order (CDS Hooks: "the entire updated resource").
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service.cdshooks.models import Action
+from service.render.cards import SuggestionTemplate
+from service.rules.catalogue import RuleData
+from service.rules.findings import Finding, ProposedAction
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What actions need from the hook call: the draft orders as sent, patient and user."""
+
+    drafts: Mapping[str, dict[str, Any]]  # "ServiceRequest/1" -> raw JSON as received
+    patient_id: str
+    user_ref: str
+    encounter_id: str | None
+
+
+class ActionBuilder:
+    def __init__(self, orders: OrderContext, rule_data: RuleData) -> None:
+        self.orders = orders
+        self.rule_data = rule_data
+
+    def __call__(
+        self, finding: Finding, template: SuggestionTemplate, description: str
+    ) -> list[Action]:
+        return [
+            action
+            for proposed in finding.actions
+            if proposed.kind == template.action
+            for action in [self._build(proposed, description)]
+            if action is not None
+        ]
+
+    def _build(self, proposed: ProposedAction, description: str) -> Action | None:
+        if proposed.kind == "delete-order":
+            return Action(type="delete", description=description, resourceId=proposed.order_ref)
+        base = self.orders.drafts.get(proposed.order_ref)
+        if proposed.kind == "replace-order-code":
+            if base is None or proposed.code is None:
+                return None
+            return Action(
+                type="update", description=description, resource=self._recoded(base, proposed)
+            )
+        if proposed.kind == "create-order" and proposed.code is not None:
+            return Action(
+                type="create", description=description, resource=self._new_order(base, proposed)
+            )
+        if proposed.kind == "create-abn-task":
+            return Action(
+                type="create", description=description, resource=self._abn_task(base, proposed)
+            )
+        return None
+
+    # -- resources ---------------------------------------------------------------------
+
+    def _requester(self, base: Mapping[str, Any] | None) -> dict[str, Any]:
+        if base and isinstance(base.get("requester"), dict):
+            return copy.deepcopy(base["requester"])
+        return {"reference": self.orders.user_ref}
+
+    def _subject(self) -> dict[str, Any]:
+        return {"reference": f"Patient/{self.orders.patient_id}"}
+
+    def _coding(self, proposed: ProposedAction) -> dict[str, str]:
+        if proposed.code is None:
+            raise ValueError(f"{proposed.kind} needs a code")
+        return {"system": self.rule_data.uri_for(proposed.code.system), "code": proposed.code.code}
+
+    def _recoded(self, base: Mapping[str, Any], proposed: ProposedAction) -> dict[str, Any]:
+        updated = copy.deepcopy(dict(base))
+        updated["code"] = {"coding": [self._coding(proposed)]}
+        return updated
+
+    def _new_order(
+        self, base: Mapping[str, Any] | None, proposed: ProposedAction
+    ) -> dict[str, Any]:
+        order: dict[str, Any] = {
+            "resourceType": "ServiceRequest",
+            "id": str(uuid.uuid4()),
+            "status": "draft",
+            "intent": "order",
+            "code": {"coding": [self._coding(proposed)]},
+            "subject": self._subject(),
+            "requester": self._requester(base),
+        }
+        if self.orders.encounter_id:
+            order["encounter"] = {"reference": f"Encounter/{self.orders.encounter_id}"}
+        for carried in ("reasonCode", "reasonReference", "insurance", "occurrenceDateTime"):
+            if base and base.get(carried):
+                order[carried] = copy.deepcopy(base[carried])
+        return order
+
+    def _abn_task(self, base: Mapping[str, Any] | None, proposed: ProposedAction) -> dict[str, Any]:
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "id": str(uuid.uuid4()),
+            "status": "requested",
+            "intent": "order",
+            "priority": "asap",
+            "code": {
+                "text": "Obtain a signed Advance Beneficiary Notice of Noncoverage (CMS-R-131)"
+            },
+            "description": (
+                "Give the patient the ABN (form CMS-R-131) before the calcium-score scan and "
+                "keep the signed copy; Original Medicare does not cover CPT 75571."
+            ),
+            "focus": {"reference": proposed.order_ref},
+            "for": self._subject(),
+            "requester": self._requester(base),
+        }
+        if self.orders.encounter_id:
+            task["encounter"] = {"reference": f"Encounter/{self.orders.encounter_id}"}
+        if base and base.get("reasonCode"):
+            task["reasonCode"] = copy.deepcopy(base["reasonCode"][0])
+        return task

@@ -1,0 +1,69 @@
+"""Everything a running service holds: settings, knowledge, clients. Built once per app.
+
+`Runtime.answer` is the seam between transport and domain: it gathers the data for a hook call
+(prefetch, then the FHIR server within the caller's allowlist) and runs the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import httpx
+
+from service.cdshooks.discovery import ServiceRegistry
+from service.cdshooks.models import HookRequest, ServiceDefinition
+from service.config import Settings
+from service.facts.model import DataGap
+from service.fhir.gather import gather
+from service.pipeline import Evaluation, Knowledge, run
+from service.render.cards import IdFactory, new_id
+from service.security.auth import Authenticator, Caller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    knowledge: Knowledge
+    services: ServiceRegistry
+    authenticator: Authenticator
+    http: httpx.AsyncClient
+    today: Callable[[], date] = date.today
+    new_uuid: IdFactory = new_id
+    extra: dict[str, object] = field(default_factory=dict)
+
+    async def answer(
+        self, service: ServiceDefinition, request: HookRequest, caller: Caller
+    ) -> Evaluation:
+        access_gaps: list[DataGap] = []
+        allowance = None
+        if request.fhirServer:
+            allowance = caller.fhir_allowance(request.fhirServer)
+            if allowance is None:
+                # SSRF guard: a fhirServer outside the caller's allowlist is never contacted.
+                log.warning(
+                    "fhirServer not in the allowlist of issuer %s; not contacted", caller.issuer
+                )
+                access_gaps.append(
+                    DataGap("fhirServer", "the FHIR server is not on this client's allowlist")
+                )
+        data = await gather(
+            templates=service.prefetch or {},
+            request=request,
+            allowance=allowance,
+            http=self.http,
+            settings=self.settings.fhir,
+        )
+        data.gaps[:0] = access_gaps
+        return run(
+            request,
+            data,
+            self.knowledge,
+            option_defaults=self.services.option_defaults,
+            today=self.today(),
+            new_uuid=self.new_uuid,
+        )

@@ -1,0 +1,76 @@
+"""The pipeline end to end over HTTP: a bundling conflict in the draft gives one card."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.support.conformance import assert_conformant_response, topics
+
+ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
+
+
+def _order(order_id: str, cpt: str, day: str = "2026-12-01") -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": order_id,
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": cpt}]},
+        "subject": {"reference": "Patient/pat-1"},
+        "occurrenceDateTime": day,
+    }
+
+
+REQUEST: dict[str, Any] = {
+    "hook": "order-sign",
+    "hookInstance": "0b1c3c1e-6f59-4b43-9d4b-5a0f2b8c1f10",
+    "context": {
+        "userId": "Practitioner/dr-1",
+        "patientId": "pat-1",
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "entry": [
+                {"resource": _order("cac-1", "75571")},
+                {"resource": _order("ccta-1", "75574")},
+            ],
+        },
+    },
+    "prefetch": {
+        k: None
+        for k in (
+            "patient",
+            "coverage",
+            "conditions",
+            "bmi",
+            "cctaReports",
+            "procedures",
+            "imagingStudies",
+            "cardiacOrders",
+        )
+    },
+}
+
+
+async def test_bundling_conflict_card(make_settings: Any, app_client: Any) -> None:
+    async with app_client(make_settings()) as client:
+        response = await client.post(ORDER_SIGN_URL, json=REQUEST)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_conformant_response(body)
+    assert topics(body) == ["cac-bundling-conflict"]
+    action = body["cards"][0]["suggestions"][0]["actions"][0]
+    assert action == {
+        "type": "delete",
+        "description": action["description"],
+        "resourceId": "ServiceRequest/cac-1",
+    }
+
+
+async def test_different_dates_do_not_conflict(make_settings: Any, app_client: Any) -> None:
+    request = copy.deepcopy(REQUEST)
+    request["context"]["draftOrders"]["entry"][1]["resource"]["occurrenceDateTime"] = "2026-12-02"
+    async with app_client(make_settings()) as client:
+        response = await client.post(ORDER_SIGN_URL, json=request)
+    assert response.status_code == 200
+    assert topics(response.json()) == []
