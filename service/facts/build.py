@@ -17,6 +17,7 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from service.facts.coverage import coverage_facts
 from service.facts.model import Code, CodeSet, DataGap, Facts, Order, PerformedStudy
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import RuleData
@@ -153,13 +154,24 @@ def build_facts(
         )
         for p in data.of_type(Procedure)
     )
+    insurance = coverage_facts(
+        data,
+        rule_data,
+        patient_id=str(context.get("patientId")),
+        draft_orders=draft_orders,
+        today=today,
+    )
     return Facts(
         hook="order-select" if hook == "order-select" else "order-sign",
         today=today,
         patient_ref=f"Patient/{context.get('patientId')}",
-        patient_state=None,
+        patient_state=insurance.patient_state,
         draft_orders=draft_orders,
         existing_orders=existing,
         performed=performed,
-        gaps=(*data.gaps, *extra_gaps),
+        coverage=insurance.primary,
+        coverage_known=insurance.known,
+        other_coverages=insurance.others,
+        ffrct_stenosis_range=insurance.ffrct_stenosis_range,
+        gaps=(*data.gaps, *extra_gaps, *insurance.gaps),
     )

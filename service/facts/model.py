@@ -124,6 +124,8 @@ class Facts:
     coverage_known: bool = True  # False: coverage data was unavailable (not "no coverage")
     other_coverages: tuple[CoverageFacts, ...] = ()
     gaps: tuple[DataGap, ...] = field(default=())
+    # The payer's FFR-CT stenosis range (e.g. Medicare LCDs 40-90 %); None: the rule's default.
+    ffrct_stenosis_range: tuple[float, float] | None = None
 
     @property
     def focus_orders(self) -> tuple[Order, ...]:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from service.rules.codes import CodeList
 
@@ -70,6 +77,140 @@ class RuleEntry(_Data):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+PayerKindName = Literal[
+    "original-medicare", "medicare-advantage", "medicaid", "commercial", "other"
+]
+CodeFamily = Literal["cac", "ffrct"]
+CoveragePosition = Literal["not-covered", "conditional", "covered"]
+
+# Code lists that make up each code family a payer policy is written for (rules.md §1).
+CODE_FAMILY_LISTS: dict[str, tuple[str, ...]] = {
+    "cac": ("cac",),
+    "ffrct": ("ffrct", "ffrct_legacy"),
+}
+
+
+class PayorIdentifier(_Data):
+    system: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+
+
+class PayerMatch(_Data):
+    """How a Coverage is recognised as this payer.
+
+    `sopt`: Source of Payment Typology codes on Coverage.type (any of the three system
+    spellings; a trailing '*' matches the code family, "5*" = every private insurance code).
+    `identifiers`: payor Organization identifiers. `names`: words or phrases matched
+    case-insensitively, as whole words, in the payor display, the Organization name and the
+    Coverage.class plan/group names.
+    """
+
+    sopt: list[str] = Field(default_factory=list)
+    identifiers: list[PayorIdentifier] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+
+    @field_validator("sopt")
+    @classmethod
+    def _sopt_codes(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if not code.rstrip("*").isdigit() or code.count("*") > 1:
+                raise ValueError(f"SOPT code {code!r} is not digits (optionally ending in '*')")
+        return codes
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        if any(not n.strip() for n in names):
+            raise ValueError("payer names must not be blank")
+        return names
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sopt or self.identifiers or self.names)
+
+
+class CostFigures(_Data):
+    """Money figures for the cost-estimate card; `basis` says where they come from."""
+
+    basis: str = Field(min_length=3)
+    expected_payment: float | None = Field(default=None, ge=0)
+    minimum_copayment: float | None = Field(default=None, ge=0)
+    self_pay_low: float | None = Field(default=None, ge=0)
+    self_pay_high: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _some_figure(self) -> CostFigures:
+        if self.expected_payment is None and self.self_pay_low is None:
+            raise ValueError("cost needs expected_payment or self_pay_low/self_pay_high")
+        if (self.self_pay_low is None) != (self.self_pay_high is None):
+            raise ValueError("self_pay_low and self_pay_high go together")
+        if self.self_pay_low is not None and self.self_pay_high is not None:
+            if self.self_pay_low > self.self_pay_high:
+                raise ValueError("self_pay_low is above self_pay_high")
+        return self
+
+
+class FamilyPolicy(_Data):
+    """A payer's position on one code family (cac: 75571/S8092; ffrct: 75580 and legacy)."""
+
+    position: CoveragePosition
+    abn_required: bool = False
+    screening_denied: bool = False
+    # None: the default for the payer kind (commercial payers need one; others do not).
+    requires_supporting_diagnosis: bool | None = None
+    prior_auth: bool | None = None  # None: not known (no pa-needed is asserted)
+    prior_auth_by: str | None = None  # who reviews: "AIM Specialty Health", "EviCore"
+    prior_auth_states: list[str] | None = None  # None: in every state
+    stenosis_range: tuple[float, float] | None = None  # ffrct only: payer's stenosis range
+    cost: CostFigures | None = None
+    note: str | None = None  # one line for card detail and the README table
+
+    @field_validator("prior_auth_states")
+    @classmethod
+    def _states(cls, states: list[str] | None) -> list[str] | None:
+        for state in states or []:
+            if len(state) != 2 or not state.isalpha() or not state.isupper():
+                raise ValueError(f"state {state!r} must be a 2-letter USPS code such as 'WI'")
+        return states
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FamilyPolicy:
+        if self.stenosis_range is not None:
+            low, high = self.stenosis_range
+            if not 0 <= low < high <= 100:
+                raise ValueError("stenosis_range must be (low, high) with 0 <= low < high <= 100")
+        if self.prior_auth_states is not None and self.prior_auth is not True:
+            raise ValueError("prior_auth_states given but prior_auth is false")
+        return self
+
+
+class PayerRow(_Data):
+    """One payer (or payer profile) of the directory in payers.yaml."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=2)
+    kind: PayerKindName
+    match: PayerMatch = Field(default_factory=PayerMatch)
+    # A Coverage matching this row as a SECONDARY implies this kind of primary (Medigap ->
+    # Original Medicare); such a row is never chosen as the primary when another exists.
+    implies_primary: PayerKindName | None = None
+    states: list[str] | None = None  # the row applies only to patients living in these states
+    profile: str | None = None  # inherit the policies of this row for families not set here
+    policies: dict[CodeFamily, FamilyPolicy] = Field(default_factory=dict)
+    sources: list[SourceRef] = Field(min_length=1)
+
+    @field_validator("states")
+    @classmethod
+    def _states(cls, states: list[str] | None) -> list[str] | None:
+        for state in states or []:
+            if len(state) != 2 or not state.isalpha() or not state.isupper():
+                raise ValueError(f"state {state!r} must be a 2-letter USPS code such as 'WI'")
+        return states
+
+    def policy(self, family: str) -> FamilyPolicy | None:
+        return next((p for f, p in self.policies.items() if f == family), None)
+
+
 class RuleData(_Data):
     """Everything the rules read besides the facts."""
 
@@ -77,7 +218,7 @@ class RuleData(_Data):
     systems: dict[str, list[str]]  # short name -> URIs (canonical first)
     code_lists: dict[str, CodeList]
     rules: dict[str, RuleEntry]
-    payers: list[dict[str, Any]] = Field(default_factory=list)
+    payers: list[PayerRow] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -101,6 +242,10 @@ class RuleData(_Data):
 
     def param(self, topic: str, name: str) -> Any:
         return self.rules[topic].params[name]
+
+    def payer(self, payer_id: str) -> PayerRow | None:
+        """A payer directory row by id (profiles already resolved into its policies)."""
+        return next((row for row in self.payers if row.id == payer_id), None)
 
 
 class RuleDataError(Exception):
@@ -164,13 +309,14 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
     for topic, entry in rules.items():
         if isinstance(entry, dict):
             entry.setdefault("topic", topic)
+    payers = _load_payers(raw.get("payers") or [])
     try:
         data = RuleData(
             version=str(raw.get("version", "unversioned")),
             systems=systems,
             code_lists=lists,
             rules=rules,
-            payers=raw.get("payers") or [],
+            payers=payers,
         )
     except ValidationError as exc:
         raise RuleDataError(_explain(exc)) from exc
@@ -183,3 +329,49 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
 def _explain(exc: ValidationError) -> str:
     lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
     return "rule data is invalid:\n  " + "\n  ".join(lines)
+
+
+PAYERS_FILE = "payers.yaml"
+
+
+def _load_payers(raw_rows: Any) -> list[PayerRow]:
+    """Validate the payer directory row by row and resolve `profile` inheritance.
+
+    A site overlay row with the id of a bundled row replaces it (later rows win), which is how a
+    site adds states to a prior-auth policy or changes a cost figure.
+    """
+    if not isinstance(raw_rows, list):
+        raise RuleDataError(f"{PAYERS_FILE}: 'payers' must be a list of rows")
+    rows: dict[str, PayerRow] = {}
+    for index, raw_row in enumerate(raw_rows):
+        label = raw_row.get("id") if isinstance(raw_row, dict) else None
+        where = f"{PAYERS_FILE}: payers[{index}] (id {label!r})"
+        try:
+            row = PayerRow.model_validate(raw_row)
+        except ValidationError as exc:
+            raise RuleDataError(f"{where}: {_explain(exc)}") from exc
+        rows.pop(row.id, None)
+        rows[row.id] = row
+    return [_resolve_profile(row, rows) for row in rows.values()]
+
+
+def _resolve_profile(row: PayerRow, rows: dict[str, PayerRow]) -> PayerRow:
+    policies = dict(row.policies)
+    seen = {row.id}
+    current = row
+    while current.profile is not None:
+        if current.profile in seen:
+            raise RuleDataError(
+                f"{PAYERS_FILE}: payer {row.id!r}: profile cycle via {current.profile!r}"
+            )
+        parent = rows.get(current.profile)
+        if parent is None:
+            raise RuleDataError(
+                f"{PAYERS_FILE}: payer {current.id!r}: "
+                f"profile {current.profile!r} is not a payer id"
+            )
+        seen.add(parent.id)
+        for family, policy in parent.policies.items():
+            policies.setdefault(family, policy)
+        current = parent
+    return row.model_copy(update={"policies": policies})

@@ -1,0 +1,355 @@
+"""Primary coverage and payer classification, from messy Coverage JSON and the payer directory.
+
+Contract: shared/reference/rules.md §4 and research/clinical-rules.md §6.3. The primary coverage
+is the active Coverage of this patient whose period covers the date of service, lowest `order`
+first (missing order last). It is then matched against the payer directory (payers.yaml):
+
+1. A row whose SOPT codes match a Medicare code decides first (a commercial carrier's Medicare
+   Advantage plan is Medicare Advantage, whatever the payor is called).
+2. Otherwise a payor identifier match, then the longest name/alias match, then any SOPT match
+   (exact codes before families, longer families first).
+3. Medicare with no usable type (SOPT 1, or only the word "Medicare") is "medicare-unknown",
+   unless a Medigap-type secondary shows Original Medicare is primary. We never guess an ABN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from fhir.resources.R4B.coverage import Coverage
+from fhir.resources.R4B.organization import Organization
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.reference import Reference
+
+from service.facts.model import CoverageFacts, DataGap, Order, PayerKind
+from service.fhir.gather import GatheredData
+from service.rules.catalogue import PayerRow, RuleData
+
+MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
+_MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)
+_UNKNOWN_MEDICARE_SOPT = frozenset({"1", "19", "13"})  # Medicare parent, other, hospice
+
+
+@dataclass(frozen=True)
+class PayerEvidence:
+    """What a Coverage says about its payer, normalised: no FHIR types past this point."""
+
+    coverage_ref: str
+    sopt: frozenset[str]
+    identifiers: frozenset[tuple[str, str]]
+    names: tuple[str, ...]  # payor display, Organization names, plan/group names
+    order: int | None
+
+
+@dataclass(frozen=True)
+class Classified:
+    evidence: PayerEvidence
+    kind: PayerKind
+    row: PayerRow | None
+    why: str
+
+
+def _sopt_codes(coverage: Coverage, rule_data: RuleData) -> frozenset[str]:
+    uris = set(rule_data.systems.get("sopt", []))
+    codings = coverage.type.coding if coverage.type and coverage.type.coding else []
+    return frozenset(
+        c.code.strip() for c in codings if c is not None and c.code and (c.system or "") in uris
+    )
+
+
+def _organizations(
+    coverage: Coverage, known: Sequence[Organization]
+) -> Iterable[tuple[Reference, Organization | None]]:
+    contained = {
+        f"#{r.id}": r for r in coverage.contained or [] if isinstance(r, Organization) and r.id
+    }
+    by_ref = {f"Organization/{o.id}": o for o in known if o.id}
+    for payor in coverage.payor or []:
+        ref = payor.reference or ""
+        org = contained.get(ref) or by_ref.get(ref) or by_ref.get(ref.split("/_history")[0])
+        if org is None and ref.startswith("http"):
+            org = next((o for key, o in by_ref.items() if ref.endswith("/" + key)), None)
+        yield payor, org
+
+
+def evidence_of(
+    coverage: Coverage, organizations: Sequence[Organization], rule_data: RuleData
+) -> PayerEvidence:
+    identifiers: set[tuple[str, str]] = set()
+    names: list[str] = []
+    for payor, org in _organizations(coverage, organizations):
+        if payor.identifier and payor.identifier.value:
+            identifiers.add((payor.identifier.system or "", payor.identifier.value))
+        if payor.display:
+            names.append(payor.display)
+        if org is not None:
+            identifiers |= {
+                (i.system or "", i.value) for i in org.identifier or [] if i is not None and i.value
+            }
+            names += [n for n in [org.name, *(org.alias or [])] if n]
+    for cls in coverage.class_fhir or []:
+        names += [n for n in (cls.name, cls.value) if n]
+    return PayerEvidence(
+        coverage_ref=f"Coverage/{coverage.id}",
+        sopt=_sopt_codes(coverage, rule_data),
+        identifiers=frozenset(identifiers),
+        names=tuple(names),
+        order=coverage.order,
+    )
+
+
+def _sopt_score(row: PayerRow, sopt: frozenset[str]) -> int:
+    """0 = no match; exact codes outrank families, longer families outrank shorter ones."""
+    best = 0
+    for pattern in row.match.sopt:
+        if pattern.endswith("*"):
+            stem = pattern[:-1]
+            if any(code.startswith(stem) for code in sopt):
+                best = max(best, len(stem))
+        elif pattern in sopt:
+            best = max(best, 100)
+    return best
+
+
+def _name_score(row: PayerRow, names: Sequence[str]) -> int:
+    """Length of the longest alias found as whole words in any name (0 = none)."""
+    best = 0
+    for alias in row.match.names:
+        pattern = re.compile(rf"(?<!\w){re.escape(alias)}(?!\w)", re.IGNORECASE)
+        if any(pattern.search(name) for name in names):
+            best = max(best, len(alias))
+    return best
+
+
+def _applies(row: PayerRow, state: str | None) -> bool:
+    return row.states is None or (state is not None and state in row.states)
+
+
+def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) -> Classified:
+    rows = [r for r in rule_data.payers if not r.match.empty and _applies(r, state)]
+
+    def best(score: dict[str, int]) -> PayerRow | None:
+        scored = [(score[r.id], -i, r) for i, r in enumerate(rows) if score[r.id] > 0]
+        return max(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
+
+    by_sopt = best({r.id: _sopt_score(r, evidence.sopt) for r in rows})
+    by_id = next(
+        (
+            r
+            for r in rows
+            if any((i.system, i.value) in evidence.identifiers for i in r.match.identifiers)
+        ),
+        None,
+    )
+    by_name = best({r.id: _name_score(r, evidence.names) for r in rows})
+    sopt_text = ", ".join(sorted(evidence.sopt)) or "none"
+    if by_sopt is not None and by_sopt.kind in MEDICARE_KINDS:
+        return Classified(evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}")
+    if by_id is not None:
+        return Classified(evidence, by_id.kind, by_id, f"payor identifier: {by_id.name}")
+    medicare_hint = bool(evidence.sopt & _UNKNOWN_MEDICARE_SOPT) or any(
+        _MEDICARE_WORD.search(n) for n in evidence.names
+    )
+    if by_name is not None and not (medicare_hint and by_name.kind not in MEDICARE_KINDS):
+        return Classified(evidence, by_name.kind, by_name, f"payor or plan name: {by_name.name}")
+    if by_sopt is not None and not medicare_hint:
+        return Classified(evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}")
+    if medicare_hint:
+        return Classified(
+            evidence,
+            "medicare-unknown",
+            None,
+            f"Medicare, but the coverage does not say Original Medicare or Medicare Advantage "
+            f"(SOPT {sopt_text})",
+        )
+    return Classified(evidence, "unknown", None, f"no payer directory match (SOPT {sopt_text})")
+
+
+def covers(coverage: Coverage, patient_id: str, on: date) -> bool:
+    """Active, for this patient, and its period includes the date of service."""
+    if coverage.status != "active":
+        return False
+    beneficiary = (coverage.beneficiary.reference or "") if coverage.beneficiary else ""
+    if beneficiary.rstrip("/").split("/_history")[0].split("/")[-1] != patient_id:
+        return False
+    period = coverage.period
+    if period is None:
+        return True
+    start = _as_date(period.start)
+    end = _as_date(period.end)
+    return (start is None or start <= on) and (end is None or on <= end)
+
+
+def _as_date(value: object) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value if type(value) is date else value.date()  # type: ignore[attr-defined]
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def primary_coverage(
+    coverages: Sequence[Coverage],
+    organizations: Sequence[Organization],
+    *,
+    patient_id: str,
+    service_date: date,
+    state: str | None,
+    rule_data: RuleData,
+) -> tuple[CoverageFacts | None, tuple[CoverageFacts, ...]]:
+    """The primary coverage (classified) and the other coverages in force, in order."""
+    candidates = sorted(
+        (c for c in coverages if covers(c, patient_id, service_date)),
+        key=lambda c: (c.order is None, c.order if c.order is not None else 0),
+    )
+    classified = [
+        classify(evidence_of(c, organizations, rule_data), rule_data, state) for c in candidates
+    ]
+    supplements = [c for c in classified if c.row is not None and c.row.implies_primary]
+    mains = [c for c in classified if c not in supplements] or supplements
+    if not mains:
+        return None, ()
+    primary = mains[0]
+    implied = next((s for s in supplements if s is not primary), None)
+    if primary.kind in {"medicare-unknown", "unknown"} and implied and implied.row:
+        kind = implied.row.implies_primary
+        row = next((r for r in rule_data.payers if r.kind == kind and not r.match.empty), None)
+        if kind is not None:
+            primary = Classified(
+                primary.evidence,
+                kind,
+                row,
+                f"{primary.why}; a {implied.row.name} secondary implies {kind} is primary",
+            )
+    others = [c for c in classified if c.evidence is not primary.evidence]
+    return _facts(primary, state), tuple(_facts(c, state) for c in others)
+
+
+def _facts(classified: Classified, state: str | None) -> CoverageFacts:
+    row = classified.row
+    return CoverageFacts(
+        ref=classified.evidence.coverage_ref,
+        payer_kind=classified.kind,
+        payer_profile=row.id if row else None,
+        payer_name=(classified.evidence.names[0] if classified.evidence.names else None)
+        or (row.name if row else None),
+        state=state,
+        why=classified.why,
+    )
+
+
+_STATE_NAMES = {
+    "ALABAMA": "AL", "ALASKA": "AK", "ARIZONA": "AZ", "ARKANSAS": "AR", "CALIFORNIA": "CA",
+    "COLORADO": "CO", "CONNECTICUT": "CT", "DELAWARE": "DE", "DISTRICT OF COLUMBIA": "DC",
+    "FLORIDA": "FL", "GEORGIA": "GA", "HAWAII": "HI", "IDAHO": "ID", "ILLINOIS": "IL",
+    "INDIANA": "IN", "IOWA": "IA", "KANSAS": "KS", "KENTUCKY": "KY", "LOUISIANA": "LA",
+    "MAINE": "ME", "MARYLAND": "MD", "MASSACHUSETTS": "MA", "MICHIGAN": "MI", "MINNESOTA": "MN",
+    "MISSISSIPPI": "MS", "MISSOURI": "MO", "MONTANA": "MT", "NEBRASKA": "NE", "NEVADA": "NV",
+    "NEW HAMPSHIRE": "NH", "NEW JERSEY": "NJ", "NEW MEXICO": "NM", "NEW YORK": "NY",
+    "NORTH CAROLINA": "NC", "NORTH DAKOTA": "ND", "OHIO": "OH", "OKLAHOMA": "OK", "OREGON": "OR",
+    "PENNSYLVANIA": "PA", "RHODE ISLAND": "RI", "SOUTH CAROLINA": "SC", "SOUTH DAKOTA": "SD",
+    "TENNESSEE": "TN", "TEXAS": "TX", "UTAH": "UT", "VERMONT": "VT", "VIRGINIA": "VA",
+    "WASHINGTON": "WA", "WEST VIRGINIA": "WV", "WISCONSIN": "WI", "WYOMING": "WY",
+    "PUERTO RICO": "PR", "GUAM": "GU", "VIRGIN ISLANDS": "VI",
+}  # fmt: skip
+
+
+def normalise_state(value: str | None) -> str | None:
+    """A USPS state code from "WI", "wi" or "Wisconsin"; None when it is not a US state."""
+    if not value:
+        return None
+    text = " ".join(value.replace(".", " ").split()).upper()
+    if len(text) == 2 and text.isalpha():
+        return text if text in _STATE_NAMES.values() else None
+    return _STATE_NAMES.get(text)
+
+
+def patient_state(patients: Sequence[Patient], patient_id: str, on: date) -> str | None:
+    """The state of the patient's current home address (not old, not billing-only)."""
+    patient = next((p for p in patients if p.id == patient_id), None)
+    if patient is None:
+        return None
+    usable = []
+    for address in patient.address or []:
+        if address.use in {"old", "billing"}:
+            continue
+        period = address.period
+        if period is not None:
+            end = _as_date(period.end)
+            start = _as_date(period.start)
+            if (end is not None and end < on) or (start is not None and start > on):
+                continue
+        usable.append(address)
+    usable.sort(key=lambda a: 0 if a.use == "home" else 1)
+    for address in usable:
+        state = normalise_state(address.state)
+        if state:
+            return state
+    return None
+
+
+@dataclass(frozen=True)
+class InsuranceFacts:
+    """What build_facts needs from this module."""
+
+    primary: CoverageFacts | None
+    others: tuple[CoverageFacts, ...]
+    known: bool  # False: coverage data could not be obtained (not "no coverage")
+    patient_state: str | None
+    ffrct_stenosis_range: tuple[float, float] | None
+    gaps: tuple[DataGap, ...]
+
+
+def coverage_facts(
+    data: GatheredData,
+    rule_data: RuleData,
+    *,
+    patient_id: str,
+    draft_orders: Sequence[Order],
+    today: date,
+) -> InsuranceFacts:
+    """Primary coverage for the first focus order's date of service (else today)."""
+    focus = [o for o in draft_orders if o.selected]
+    service_date = focus[0].service_date if focus else today
+    state = patient_state(data.of_type(Patient), patient_id, service_date)
+    known = not any(g.key == "coverage" for g in data.gaps)
+    primary, others = primary_coverage(
+        data.of_type(Coverage),
+        data.of_type(Organization),
+        patient_id=patient_id,
+        service_date=service_date,
+        state=state,
+        rule_data=rule_data,
+    )
+    row = rule_data.payer(primary.payer_profile) if primary and primary.payer_profile else None
+    ffrct = row.policy("ffrct") if row else None
+    gaps: tuple[DataGap, ...] = ()
+    cac = rule_data.codes("cac")
+    if (
+        primary is not None
+        and primary.payer_kind == "medicare-unknown"
+        and any(cac.any_in(o.codes) for o in focus)
+    ):
+        # SOPT 1 alone: Original Medicare (ABN) or Medicare Advantage (no ABN) cannot be told
+        # apart, so the ABN check is reported as skipped instead of guessed.
+        gaps = (
+            DataGap(
+                "coverage-type",
+                "the coverage says Medicare but not whether it is Original Medicare or a "
+                "Medicare Advantage plan, so the ABN check for the calcium score was skipped",
+            ),
+        )
+    return InsuranceFacts(
+        primary=primary,
+        others=others,
+        known=known,
+        patient_state=state,
+        ffrct_stenosis_range=ffrct.stenosis_range if ffrct else None,
+        gaps=gaps,
+    )
