@@ -17,7 +17,7 @@ from service.cdshooks.discovery import ServiceRegistry
 from service.config import Settings
 from service.pipeline import Knowledge
 from service.runtime import Runtime
-from service.security.auth import Authenticator
+from service.security.auth import build_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ def create_app(
     *,
     knowledge: Knowledge | None = None,
     fhir_transport: httpx.AsyncBaseTransport | None = None,
+    jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the service. `fhir_transport` lets tests route FHIR calls to an in-process server."""
+    """Build the service. The transports let tests route FHIR and JWKS calls in-process."""
     knowledge = knowledge or Knowledge.load(settings.rules.extra_data_dir)
     if not settings.auth.enabled:
         log.warning(
@@ -41,11 +42,16 @@ def create_app(
         follow_redirects=False,  # a redirect could leave the allowlisted host
         timeout=httpx.Timeout(settings.fhir.deadline_seconds),
     )
+    # Its own client: JWKS fetches go to CDS clients' key URLs, never through the FHIR client.
+    jwks_http = httpx.AsyncClient(
+        transport=jwks_transport, follow_redirects=False, timeout=httpx.Timeout(5.0)
+    )
+    authenticator = build_authenticator(settings, http=jwks_http)
     runtime = Runtime(
         settings=settings,
         knowledge=knowledge,
         services=ServiceRegistry(),
-        authenticator=Authenticator(settings),
+        authenticator=authenticator,
         http=http,
     )
 
@@ -55,6 +61,8 @@ def create_app(
             yield
         finally:
             await http.aclose()
+            await authenticator.aclose()
+            await jwks_http.aclose()
 
     app = FastAPI(
         title="Cardiac CT CDS Hooks service",

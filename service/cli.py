@@ -106,5 +106,32 @@ def check_config(config: ConfigOption = None) -> None:
     )
 
 
+@app.command("dev-token")
+def dev_token(
+    aud: Annotated[
+        str,
+        typer.Option(
+            "--aud",
+            help="The exact URL you will call (JWT audience), or a path such as /cds-services",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Print a JWT signed by the local dev client (valid 5 minutes, single use)."""
+    from service.security.dev_client import DevClientError, ensure_dev_client, sign_dev_token
+
+    settings = _settings(config)
+    if not (settings.auth.enabled and settings.auth.dev_client):
+        typer.echo("this configuration does not enable the dev client (auth.dev_client)", err=True)
+        raise typer.Exit(2)
+    audience = settings.service_url(aud) if aud.startswith("/") else aud
+    try:
+        keys = ensure_dev_client(settings.state_dir)
+    except (OSError, DevClientError) as exc:
+        typer.echo(f"dev client key unusable: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(sign_dev_token(keys, audience))
+
+
 if __name__ == "__main__":
     app()

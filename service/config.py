@@ -74,11 +74,16 @@ class AuthSettings(_Section):
     # Tokens living longer than this are refused: it bounds the jti replay cache.
     max_token_lifetime_seconds: int = Field(default=600, ge=30, le=3600)
     jwks_cache_seconds: int = Field(default=300, ge=0)
+    # An unknown `kid` triggers a JWKS refetch at most this often per URL (key rotation
+    # without letting forged tokens make the service hammer the client's JWKS endpoint).
+    jwks_min_refresh_seconds: int = Field(default=30, ge=0)
     # Only used when `enabled = false`: FHIR servers reachable by unauthenticated calls.
     unauthenticated_fhir_servers: list[FhirServerAllowance] = Field(default_factory=list)
     # Development only: trust a key pair generated under `state_dir/dev-client/`, so the
     # `dev-token` command can sign requests. Refused when environment = "production".
     dev_client: bool = False
+    # FHIR servers the dev client may name as `fhirServer` (default none: demos use prefetch).
+    dev_client_fhir_servers: list[FhirServerAllowance] = Field(default_factory=list)
 
 
 class CorsSettings(_Section):
@@ -91,6 +96,8 @@ class FhirAccessSettings(_Section):
     deadline_seconds: float = Field(default=2.5, gt=0, le=30)
     max_pages: int = Field(default=5, ge=1, le=50)
     max_connections: int = Field(default=20, ge=1)
+    # One FHIR response larger than this is not read (a gap): bounds memory per request.
+    max_response_bytes: int = Field(default=10_485_760, ge=65_536)
 
 
 class LimitsSettings(_Section):
@@ -108,6 +115,8 @@ class StorageSettings(_Section):
 class CacheSettings(_Section):
     # None: in-process caches (single replica). A redis:// URL shares them across replicas.
     redis_url: str | None = None
+    # Prefix of every Redis key, so several deployments (or test runs) can share one Redis.
+    key_prefix: str = Field(default="cardiac-ct-cds", min_length=1, pattern=r"^[A-Za-z0-9:._-]+$")
 
 
 class RulesSettings(_Section):

@@ -1,13 +1,38 @@
 """Who is calling: CDS client authentication (signed JWT) and what that client may reach.
 
 Spec: https://cds-hooks.hl7.org/2.0/#trusting-cds-clients
+Every check failing raises `Unauthorized`; the route answers 401 with no detail. Tokens are
+never logged: issuer, kid and jti at most.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt.exceptions import PyJWTError
 
 from service.config import FhirServerAllowance, Settings, TrustedClient
+from service.security.dev_client import dev_trusted_client, ensure_dev_client
+from service.security.jwks import JwksStore, KeySource
+from service.security.replay import (
+    InMemoryReplayCache,
+    ReplayCache,
+    ReplayCacheUnavailable,
+    build_replay_cache,
+)
+from service.security.urls import normalize_base_url
+
+log = logging.getLogger(__name__)
+
+# CDS Hooks 2.0: `none` and every HS* SHALL NOT be used. Enforced here whatever the config says.
+ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS384"})
+MAX_TOKEN_CHARS = 8192
+MAX_JTI_CHARS = 256
+_REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 
 
 class Unauthorized(Exception):
@@ -23,19 +48,176 @@ class Caller:
     fhir_servers: tuple[FhirServerAllowance, ...]
 
     def fhir_allowance(self, fhir_server: str) -> FhirServerAllowance | None:
-        """The allowlist entry for `fhir_server`, or None: then it must never be contacted."""
-        wanted = fhir_server.rstrip("/")
-        return next((a for a in self.fhir_servers if a.base_url == wanted), None)
+        """The allowlist entry for `fhir_server`, or None: then it must never be contacted.
+
+        Compared as normalised scheme+host+port+path; userinfo, query, fragment or dot segments
+        never match. Callers should contact the returned entry's `base_url`, not the input.
+        """
+        wanted = normalize_base_url(fhir_server)
+        if wanted is None:
+            return None
+        return next(
+            (a for a in self.fhir_servers if normalize_base_url(a.base_url) == wanted), None
+        )
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("no Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Authorization is not a Bearer token")
+    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2 or " " in token:
+        raise Unauthorized("bearer token is not a compact JWS")
+    return token
 
 
 class Authenticator:
     """Verifies the `Authorization: Bearer <JWT>` of each call against the trusted clients."""
 
-    def __init__(self, settings: Settings, clients: list[TrustedClient] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: list[TrustedClient] | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        replay: ReplayCache | None = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients if clients is not None else list(settings.auth.clients)
+        self._by_issuer: dict[str, TrustedClient] = {}
+        for client in self.clients:
+            if client.issuer in self._by_issuer:
+                raise ValueError(f"trusted client issuer {client.issuer!r} is configured twice")
+            self._by_issuer[client.issuer] = client
+        if settings.environment == "production":
+            _require_https(self.clients)
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(follow_redirects=False, timeout=5.0)
+        self.replay: ReplayCache = replay or InMemoryReplayCache()
+        self.keys = JwksStore(
+            self._http,
+            cache_seconds=settings.auth.jwks_cache_seconds,
+            min_refresh_seconds=settings.auth.jwks_min_refresh_seconds,
+        )
+        if settings.auth.enabled:
+            for client in self.clients:
+                if client.jwks_file is not None:
+                    self.keys.preload_file(client.jwks_file)
+
+    async def aclose(self) -> None:
+        await self.replay.aclose()
+        if self._own_http:
+            await self._http.aclose()
 
     async def authenticate(self, authorization: str | None, audience: str) -> Caller:
-        if not self.settings.auth.enabled:
-            return Caller(None, None, tuple(self.settings.auth.unauthenticated_fhir_servers))
-        raise Unauthorized("JWT verification not configured")
+        auth = self.settings.auth
+        if not auth.enabled:
+            return Caller(None, None, tuple(auth.unauthenticated_fhir_servers))
+        token = _bearer_token(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except PyJWTError:
+            raise Unauthorized("malformed JWT") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if header.get("typ") != "JWT":
+            raise Unauthorized("header typ is not JWT")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("header kid missing")
+        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
+            raise Unauthorized("alg not allowed")
+        issuer = unverified.get("iss")
+        client = self._by_issuer.get(issuer) if isinstance(issuer, str) else None
+        if client is None:
+            raise Unauthorized("issuer not trusted")
+        if alg not in client.algorithms:
+            raise Unauthorized(f"alg {alg} not allowed for issuer {client.issuer}")
+        key = await self._public_key(client, header, kid, alg)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=client.issuer,
+                leeway=auth.clock_skew_seconds,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except PyJWTError as exc:
+            raise Unauthorized(f"JWT rejected: {type(exc).__name__}") from None
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+            raise Unauthorized("jti missing or not a string")
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+        if not 0 < exp - iat <= auth.max_token_lifetime_seconds:
+            raise Unauthorized(f"token lifetime {exp - iat:.0f}s not allowed")
+        try:
+            first = await self.replay.first_use(client.issuer, jti, exp + auth.clock_skew_seconds)
+        except ReplayCacheUnavailable:
+            raise Unauthorized("replay cache unavailable") from None
+        if not first:
+            log.warning("replayed jti refused: iss=%s jti=%s", client.issuer, jti)
+            raise Unauthorized("jti already used")
+        log.debug("authenticated iss=%s kid=%s jti=%s", client.issuer, kid, jti)
+        return Caller(client.issuer, jti, tuple(client.fhir_servers))
+
+    async def _public_key(
+        self, client: TrustedClient, header: dict[str, Any], kid: str, alg: str
+    ) -> jwt.PyJWK:
+        jku = header.get("jku")
+        sources: list[KeySource] = []
+        if jku is not None:
+            # Only allowlisted jku: otherwise anyone could point us at their own keys.
+            if not isinstance(jku, str) or jku not in client.allowed_jku:
+                raise Unauthorized(f"jku not allowlisted for issuer {client.issuer}")
+            sources.append(KeySource("url", jku))
+        else:
+            if client.jwks_file is not None:
+                sources.append(KeySource("file", str(client.jwks_file)))
+            if client.jwks_url is not None:
+                sources.append(KeySource("url", client.jwks_url))
+        for source in sources:
+            jwk = await self.keys.find(source, kid)
+            if jwk is None:
+                continue
+            if jwk.get("alg", alg) != alg:
+                raise Unauthorized(f"kid {kid} is registered for another alg")
+            try:
+                return jwt.PyJWK(jwk, algorithm=alg)
+            except PyJWTError:
+                raise Unauthorized(f"kid {kid} does not fit alg {alg}") from None
+        raise Unauthorized(f"unknown kid {kid} for issuer {client.issuer}")
+
+
+def _require_https(clients: list[TrustedClient]) -> None:
+    for client in clients:
+        for url in [client.jwks_url, *client.allowed_jku]:
+            if url is not None and not url.startswith("https://"):
+                raise ValueError(f"client {client.issuer!r}: key URL {url!r} must be https")
+
+
+def build_authenticator(settings: Settings, *, http: httpx.AsyncClient) -> Authenticator:
+    """The app's authenticator: configured clients, the dev client if enabled, replay cache."""
+    clients = list(settings.auth.clients)
+    if settings.auth.enabled and settings.auth.dev_client:
+        keys = ensure_dev_client(settings.state_dir)
+        clients.append(dev_trusted_client(settings, keys))
+        log.warning(
+            "DEV CLIENT TRUSTED: tokens signed by the key in %s (issuer %s) are accepted. "
+            "Development only; never with real patient data.",
+            keys.jwks_file.parent,
+            clients[-1].issuer,
+        )
+    replay = (
+        build_replay_cache(settings.cache.redis_url, settings.cache.key_prefix)
+        if settings.auth.enabled
+        else InMemoryReplayCache()
+    )
+    log.info(
+        "auth: %d trusted client(s), replay cache %s",
+        len(clients),
+        "redis" if settings.cache.redis_url else "in-process",
+    )
+    return Authenticator(settings, clients, http=http, replay=replay)
