@@ -13,12 +13,12 @@ from datetime import date, datetime
 from typing import Any
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept
-from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from service.facts.clinical import ClinicalReader
 from service.facts.coverage import coverage_facts
-from service.facts.model import Code, CodeSet, DataGap, Facts, Order, PerformedStudy
+from service.facts.model import Code, CodeSet, DataGap, Facts, Order
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import RuleData
 from service.rules.codes import normalise_code
@@ -126,34 +126,31 @@ def build_facts(
     extra_gaps: Iterable[DataGap] = (),
 ) -> Facts:
     codes = CodeReader(rule_data)
+    clinical = ClinicalReader(data, codes, rule_data)
     selections = set(context.get("selections") or []) if hook == "order-select" else None
     draft_orders = tuple(
-        order_from_model(
+        clinical.with_clinical_links(
+            order_from_model(
+                d.model,
+                codes,
+                origin="draft",
+                today=today,
+                selected=selections is None or d.ref in selections,
+            ),
             d.model,
-            codes,
-            origin="draft",
-            today=today,
-            selected=selections is None or d.ref in selections,
         )
         for d in drafts
     )
     draft_refs = {o.ref for o in draft_orders}
     existing = tuple(
-        order_from_model(m, codes, origin="existing", today=today)
+        clinical.with_clinical_links(
+            order_from_model(m, codes, origin="existing", today=today), m
+        )
         for m in data.of_type(ServiceRequest)
         if f"ServiceRequest/{m.id}" not in draft_refs
         and getattr(m, "status", None) in {"active", "on-hold", "completed", "draft"}
     )
-    performed = tuple(
-        PerformedStudy(
-            ref=f"Procedure/{p.id}",
-            kind="procedure",
-            codes=frozenset(codes.concept(p.code)),
-            status=p.status,
-            performed=to_date(p.performedDateTime or p.performedPeriod),
-        )
-        for p in data.of_type(Procedure)
-    )
+    performed = clinical.performed_studies()  # Procedures and DiagnosticReports on file
     insurance = coverage_facts(
         data,
         rule_data,
@@ -169,6 +166,9 @@ def build_facts(
         draft_orders=draft_orders,
         existing_orders=existing,
         performed=performed,
+        diagnoses=clinical.diagnoses(),
+        cctas=clinical.cctas(),
+        has_bmi=clinical.has_bmi(bmi_unavailable=any(g.key == "bmi" for g in data.gaps)),
         coverage=insurance.primary,
         coverage_known=insurance.known,
         other_coverages=insurance.others,

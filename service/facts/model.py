@@ -41,6 +41,11 @@ class Order:
     selected: bool = True  # order-select: in context.selections; order-sign: always True
     display: str | None = None  # human label for card text ("FFR-CT (75580)")
     insurance_refs: tuple[str, ...] = ()
+    # References the order makes to other resources (basedOn, supportingInfo): which CCTA an
+    # FFR-CT order is for.
+    linked_refs: frozenset[str] = frozenset()
+    # True when a reasonReference could not be resolved: its codes are unknown, not absent.
+    reasons_unresolved: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class PerformedStudy:
     codes: CodeSet
     status: str | None
     performed: date | None
+    linked_refs: frozenset[str] = frozenset()  # basedOn, partOf, imagingStudy, report ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class CctaResult:
     cad_rads_modifiers: frozenset[str] = frozenset()  # "S", "G", "HRP", ...
     # Stenosis derived from a CAD-RADS category only: (low, high) bounds in %.
     stenosis_range: tuple[float, float] | None = None
+    # Every reference that denotes this CCTA (its report, procedure, imaging study, the 75574
+    # order it was based on): an FFR-CT linked to any of them is for this CCTA.
+    aliases: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

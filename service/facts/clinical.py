@@ -1,0 +1,405 @@
+"""Clinical facts for the FFR-CT rules, read from messy FHIR: diagnoses, order reasons, the CCTA.
+
+Real charts rarely look like the implementation guides: the symptom sits on the problem list
+rather than on the order, the reason is a reference to a Condition (or to a contained one), the
+CCTA exists only as an ImagingStudy, its stenosis is a CAD-RADS category in free text, or the
+percentage hides in a `hasMember` panel. Everything here turns that into the small typed facts
+of ``service.facts.model``; what cannot be read is left unknown (None), never guessed.
+
+Sources: shared/reference/rules.md §2 "Reading the CCTA"; research/clinical-rules.md §7.4.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.imagingstudy import ImagingStudy
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.procedure import Procedure
+from fhir.resources.R4B.resource import Resource
+
+from service.facts.model import CctaResult, Code, Diagnosis, Order, PerformedStudy
+from service.fhir.gather import GatheredData
+from service.rules.catalogue import RuleData
+
+if TYPE_CHECKING:
+    from service.facts.build import CodeReader
+
+# Condition.clinicalStatus codes that mean "the patient has this now" (absent status counts too).
+ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
+# Condition.verificationStatus codes that mean "this was never true".
+VOID_VERIFICATION_STATUSES = frozenset({"entered-in-error", "refuted"})
+# DiagnosticReport statuses with a reading a clinician can act on.
+READ_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended", "preliminary"})
+VOID_OBSERVATION_STATUSES = frozenset({"entered-in-error", "cancelled"})
+UCUM_URI = "http://unitsofmeasure.org"
+_MAX_PANEL_DEPTH = 4  # hasMember nesting we follow; real reports use one or two levels
+
+_CATEGORY = r"(4A|4B|0|1|2|3|4|5|N)"
+_MODIFIERS = r"((?:\s*/\s*[A-Za-z0-9+±\-]+)*)"
+_CAD_RADS_TEXT = re.compile(
+    r"CAD[\s\-]?RADS(?:\s*2\.0)?\s*[:=\-]?\s*" + _CATEGORY + _MODIFIERS, re.I
+)
+_CAD_RADS_BARE = re.compile(r"^\s*" + _CATEGORY + _MODIFIERS + r"\s*$", re.I)
+
+
+def parse_cad_rads(text: str | None, *, bare: bool = False) -> tuple[str, frozenset[str]] | None:
+    """ "CAD-RADS 4A/S/HRP" -> ("4A", {"S", "HRP"}). With `bare`, "3/G" alone is accepted too."""
+    if not text:
+        return None
+    match = _CAD_RADS_TEXT.search(text) or (_CAD_RADS_BARE.match(text) if bare else None)
+    if match is None:
+        return None
+    modifiers = frozenset(m.strip().upper() for m in match.group(2).split("/") if m.strip())
+    return match.group(1).upper(), modifiers
+
+
+def ref_key(reference: str | None) -> str | None:
+    """ "http://x/fhir/Condition/1/_history/2" -> "Condition/1"; "#c1" stays "#c1"."""
+    if not reference:
+        return None
+    if reference.startswith("#"):
+        return reference
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+def _refs(references: Iterable[Any] | Any | None) -> set[str]:
+    if references is None:
+        return set()
+    if not isinstance(references, list):
+        references = [references]
+    return {k for r in references if r is not None and (k := ref_key(r.reference)) is not None}
+
+
+def _date(value: Any) -> date | None:
+    # One date reader for the whole facts layer; imported here because build.py imports us.
+    from service.facts.build import to_date
+
+    return to_date(value)
+
+
+def _typed_ref(resource: Resource) -> str:
+    return f"{resource.get_resource_type()}/{resource.id}"
+
+
+@dataclass(frozen=True)
+class _Reading:
+    max_percent: float | None = None
+    cad_rads: str | None = None
+    modifiers: frozenset[str] = frozenset()
+
+
+@dataclass
+class _Candidate:
+    """One resource that shows a CCTA was done; candidates for the same CCTA are merged."""
+
+    rank: int  # report 0, procedure 1, imaging study 2: which ref names the merged CCTA
+    ref: str
+    performed: date | None
+    aliases: set[str]
+    reports: list[DiagnosticReport]
+
+
+class ClinicalReader:
+    """Reads the clinical facts out of the gathered resources, using the rule data's code lists."""
+
+    def __init__(self, data: GatheredData, codes: CodeReader, rule_data: RuleData) -> None:
+        self.data = data
+        self.codes = codes
+        self.rule_data = rule_data
+        self.conditions = {_typed_ref(c): c for c in data.of_type(Condition) if c.id}
+        self.observations = {_typed_ref(o): o for o in data.of_type(Observation) if o.id}
+        self.reports = {_typed_ref(r): r for r in data.of_type(DiagnosticReport) if r.id}
+
+    def _concept(self, concept: Any) -> frozenset[Code]:
+        return frozenset(self.codes.concept(concept))
+
+    # -- diagnoses and reasons ---------------------------------------------------------
+
+    def diagnoses(self) -> tuple[Diagnosis, ...]:
+        """Active Conditions: clinicalStatus active/recurrence/relapse or absent, not void."""
+        found = []
+        for ref, condition in self.conditions.items():
+            if not _is_active(condition):
+                continue
+            categories = {c.code for cat in condition.category or [] for c in cat.coding or [] if c}
+            category = next(
+                (k for k in ("encounter-diagnosis", "problem-list-item") if k in categories),
+                "other",
+            )
+            onset = _date(condition.onsetDateTime or condition.onsetPeriod) or _date(
+                condition.recordedDate
+            )
+            found.append(
+                Diagnosis(
+                    ref=ref,
+                    codes=self._concept(condition.code),
+                    onset=onset,
+                    category=category,  # type: ignore[arg-type]
+                )
+            )
+        return tuple(found)
+
+    def with_clinical_links(self, order: Order, model: Resource) -> Order:
+        """The order plus its resolved reasonReference codes and its links (basedOn, ...)."""
+        reasons = set(order.reason_codes)
+        unresolved = False
+        contained = {f"#{c.id}": c for c in getattr(model, "contained", None) or [] if c.id}
+        for reference in getattr(model, "reasonReference", None) or []:
+            key = ref_key(reference.reference) if reference else None
+            target = contained.get(key or "") or self.conditions.get(key or "")
+            target = target or self.observations.get(key or "")
+            if target is None:
+                unresolved = True  # only a display, or a resource we do not have
+                continue
+            if isinstance(target, Condition) and not _is_void(target):
+                reasons |= self._concept(target.code)
+            elif isinstance(target, Observation):
+                reasons |= self._concept(target.code)
+                reasons |= self._concept(target.valueCodeableConcept)
+            elif not isinstance(target, Condition):
+                reasons |= self._concept(getattr(target, "code", None))
+        links = _refs(getattr(model, "basedOn", None)) | _refs(
+            getattr(model, "supportingInfo", None)
+        )
+        return replace(
+            order,
+            reason_codes=frozenset(reasons),
+            reasons_unresolved=unresolved,
+            linked_refs=frozenset(links),
+        )
+
+    # -- studies on file ---------------------------------------------------------------
+
+    def performed_studies(self) -> tuple[PerformedStudy, ...]:
+        """Procedures and DiagnosticReports on file, with what they link to."""
+        studies = [
+            PerformedStudy(
+                ref=_typed_ref(p),
+                kind="procedure",
+                codes=self._concept(p.code),
+                status=p.status,
+                performed=_date(p.performedDateTime or p.performedPeriod),
+                linked_refs=frozenset(_refs(p.basedOn) | _refs(p.partOf) | _refs(p.report)),
+            )
+            for p in self.data.of_type(Procedure)
+        ]
+        studies += [
+            PerformedStudy(
+                ref=ref,
+                kind="report",
+                codes=self._concept(r.code),
+                status=r.status,
+                performed=_report_date(r),
+                linked_refs=frozenset(_refs(r.basedOn) | _refs(r.imagingStudy)),
+            )
+            for ref, r in self.reports.items()
+        ]
+        return tuple(studies)
+
+    def has_bmi(self, bmi_unavailable: bool) -> bool | None:
+        """True: a BMI with a value is on file. None: none found and the BMI data was missing."""
+        bmi = self.rule_data.codes("bmi")
+        for observation in self.observations.values():
+            if observation.status in VOID_OBSERVATION_STATUSES:
+                continue
+            quantity = observation.valueQuantity
+            if quantity is not None and quantity.value is not None:
+                if bmi.any_in(self._concept(observation.code)):
+                    return True
+        return None if bmi_unavailable else False
+
+    # -- the CCTA ----------------------------------------------------------------------
+
+    def cctas(self) -> tuple[CctaResult, ...]:
+        """Every CCTA on file, most recent first (undated last), with its reading."""
+        groups = _merge(list(self._candidates()))
+        results = [self._result(group) for group in groups]
+        return tuple(sorted(results, key=lambda r: (r.performed or date.min, r.ref), reverse=True))
+
+    def _candidates(self) -> Iterator[_Candidate]:
+        ccta = self.rule_data.codes("ccta_result")
+        for ref, report in self.reports.items():
+            if report.status in READ_REPORT_STATUSES and ccta.any_in(self._concept(report.code)):
+                aliases = {ref} | _refs(report.basedOn) | _refs(report.imagingStudy)
+                yield _Candidate(0, ref, _report_date(report), aliases, [report])
+        for procedure in self.data.of_type(Procedure):
+            if procedure.status == "completed" and ccta.any_in(self._concept(procedure.code)):
+                ref = _typed_ref(procedure)
+                linked = _refs(procedure.report)
+                reports = [self.reports[k] for k in linked if k in self.reports]
+                aliases = {ref} | _refs(procedure.basedOn) | linked
+                performed = _date(procedure.performedDateTime or procedure.performedPeriod)
+                yield _Candidate(1, ref, performed, aliases, reports)
+        for study in self.data.of_type(ImagingStudy):
+            if study.status == "available" and ccta.any_in(
+                self.codes.concepts(study.procedureCode)
+            ):
+                ref = _typed_ref(study)
+                yield _Candidate(2, ref, _date(study.started), {ref} | _refs(study.basedOn), [])
+
+    def _result(self, group: list[_Candidate]) -> CctaResult:
+        named = min(group, key=lambda c: c.rank)
+        reading = _combine(self._reading(r) for c in group for r in c.reports)
+        ranges: dict[str, list[float]] = self.rule_data.param(
+            "ffrct-stenosis-out-of-range", "cad_rads_ranges"
+        )
+        bounds = ranges.get(reading.cad_rads or "")
+        return CctaResult(
+            ref=named.ref,
+            performed=max((c.performed for c in group if c.performed), default=None),
+            max_stenosis_percent=reading.max_percent,
+            cad_rads=reading.cad_rads,
+            cad_rads_modifiers=reading.modifiers,
+            stenosis_range=(float(bounds[0]), float(bounds[1])) if bounds else None,
+            aliases=frozenset(a for c in group for a in c.aliases),
+        )
+
+    def _reading(self, report: DiagnosticReport) -> _Reading:
+        contained = {f"#{c.id}": c for c in report.contained or [] if c.id}
+        readings = [self._cad_rads_of_report(report)]
+        seen: set[str] = set()
+        pending = [(k, 0) for k in _ordered_refs(report.result)]
+        while pending:
+            key, depth = pending.pop()
+            if key in seen or depth > _MAX_PANEL_DEPTH:
+                continue
+            seen.add(key)
+            observation = contained.get(key) or self.observations.get(key)
+            if not isinstance(observation, Observation):
+                continue
+            if observation.status in VOID_OBSERVATION_STATUSES:
+                continue
+            readings.append(self._observation_reading(observation))
+            pending += [(k, depth + 1) for k in _ordered_refs(observation.hasMember)]
+        return _combine(readings)
+
+    def _cad_rads_of_report(self, report: DiagnosticReport) -> _Reading:
+        for concept in report.conclusionCode or []:
+            category = self._coded_cad_rads(self._concept(concept))
+            if category:
+                return _Reading(cad_rads=category)
+        parsed = parse_cad_rads(report.conclusion)
+        return _Reading(cad_rads=parsed[0], modifiers=parsed[1]) if parsed else _Reading()
+
+    def _coded_cad_rads(self, codes: Iterable[Code]) -> str | None:
+        mapping: dict[str, str] = self.rule_data.param(
+            "ffrct-stenosis-out-of-range", "cad_rads_value_codes"
+        )
+        return next((mapping[str(c)] for c in sorted(codes) if str(c) in mapping), None)
+
+    def _observation_reading(self, observation: Observation) -> _Reading:
+        parts = [(observation.code, observation)] + [
+            (component.code, component) for component in observation.component or []
+        ]
+        readings = [
+            self._value_reading(self._concept(code), code, holder) for code, holder in parts
+        ]
+        return _combine(readings)
+
+    def _value_reading(self, codes: frozenset[Code], concept: Any, holder: Any) -> _Reading:
+        """The stenosis % or CAD-RADS category carried by one observation or component value."""
+        if self.rule_data.codes("non_stenosis_percent").any_in(codes):
+            return _Reading()
+        percent = None
+        quantity = holder.valueQuantity
+        if quantity is not None and quantity.value is not None:
+            is_percent = (quantity.code == "%" and quantity.system in (None, UCUM_URI)) or (
+                quantity.code is None and (quantity.unit or "").strip() == "%"
+            )
+            if is_percent or self.rule_data.codes("ccta_stenosis").any_in(codes):
+                percent = float(quantity.value)
+        is_cad_rads_slot = self.rule_data.codes("ccta_cad_rads").any_in(codes) or _mentions(
+            concept, "CAD-RADS"
+        )
+        value_concept = holder.valueCodeableConcept
+        category = self._coded_cad_rads(self._concept(value_concept))
+        modifiers: frozenset[str] = frozenset()
+        texts = [holder.valueString]
+        if value_concept is not None:
+            texts += [value_concept.text] + [c.display for c in value_concept.coding or [] if c]
+            if is_cad_rads_slot:
+                texts += [c.code for c in value_concept.coding or [] if c]
+        for text in texts:
+            parsed = parse_cad_rads(text, bare=is_cad_rads_slot)
+            if parsed:
+                category = category or parsed[0]
+                modifiers |= parsed[1]
+        return _Reading(max_percent=percent, cad_rads=category, modifiers=modifiers)
+
+
+def _is_void(condition: Condition) -> bool:
+    verification = (
+        {c.code for c in (condition.verificationStatus.coding or [])}
+        if (condition.verificationStatus)
+        else set()
+    )
+    return bool(verification & VOID_VERIFICATION_STATUSES)
+
+
+def _is_active(condition: Condition) -> bool:
+    if _is_void(condition):
+        return False
+    if condition.clinicalStatus is None:
+        return True
+    statuses = {c.code for c in condition.clinicalStatus.coding or [] if c}
+    return bool(statuses & ACTIVE_CLINICAL_STATUSES)
+
+
+def _report_date(report: DiagnosticReport) -> date | None:
+    return _date(report.effectiveDateTime or report.effectivePeriod) or _date(report.issued)
+
+
+def _ordered_refs(references: Iterable[Any] | None) -> list[str]:
+    return sorted(_refs(list(references or [])))
+
+
+def _mentions(concept: Any, word: str) -> bool:
+    if concept is None:
+        return False
+    texts = [concept.text] + [c.display for c in concept.coding or [] if c]
+    return any(word.lower() in (t or "").lower() for t in texts)
+
+
+def _cad_rads_rank(category: str | None) -> int:
+    order = ["N", "0", "1", "2", "3", "4", "4A", "4B", "5"]
+    return order.index(category) if category in order else -1
+
+
+def _combine(readings: Iterable[_Reading]) -> _Reading:
+    """The largest percentage, the most severe CAD-RADS category, every modifier."""
+    percents = []
+    category: str | None = None
+    modifiers: set[str] = set()
+    for reading in readings:
+        if reading.max_percent is not None:
+            percents.append(reading.max_percent)
+        if _cad_rads_rank(reading.cad_rads) > _cad_rads_rank(category):
+            category = reading.cad_rads
+        modifiers |= reading.modifiers
+    return _Reading(max(percents, default=None), category, frozenset(modifiers))
+
+
+def _merge(candidates: list[_Candidate]) -> list[list[_Candidate]]:
+    """Group candidates that are the same CCTA: they share a reference or the same date."""
+    groups: list[list[_Candidate]] = []
+    for candidate in candidates:
+        joined = [
+            g
+            for g in groups
+            if any(
+                candidate.aliases & member.aliases
+                or (candidate.performed is not None and candidate.performed == member.performed)
+                for member in g
+            )
+        ]
+        merged = [candidate] + [m for g in joined for m in g]
+        groups = [g for g in groups if not any(g is j for j in joined)] + [merged]
+    return groups
