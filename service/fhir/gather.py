@@ -10,10 +10,14 @@ CDS Hooks 2.0 prefetch semantics (https://cds-hooks.hl7.org/2.0/#prefetch-templa
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from fhir.resources.R4B.resource import Resource
@@ -21,7 +25,10 @@ from fhir.resources.R4B.resource import Resource
 from service.cdshooks.models import HookRequest
 from service.config import FhirAccessSettings, FhirServerAllowance
 from service.facts.model import DataGap
+from service.fhir.client import FhirClient, FhirEndpoint, FhirFetchError, is_read
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Resource)
 
@@ -53,23 +60,36 @@ class GatheredData:
         return found
 
 
+# CDS Hooks 2.0 prefetch tokens (https://cds-hooks.hl7.org/2.0/#prefetch-tokens): the context
+# fields order-sign/order-select mark "Prefetch Token = Yes", and the user identifier tokens.
+CONTEXT_TOKENS = ("userId", "patientId", "encounterId")
+USER_TOKEN_KINDS = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
+
+
 def fill_template(template: str, context: Mapping[str, Any], user_id: str | None) -> str | None:
-    """Replace 2.0 prefetch tokens; None if a token has no value (the key cannot be fetched)."""
+    """Replace 2.0 prefetch tokens; None if a token is unknown or has no value (cannot fetch).
+
+    Values are percent-encoded: they are data, and an id like `../x` or `1&_id=2` must not
+    change the URL's meaning.
+    """
     values: dict[str, str] = {
-        f"context.{k}": v for k, v in context.items() if isinstance(v, str) and v
+        f"context.{name}": context[name]
+        for name in CONTEXT_TOKENS
+        if isinstance(context.get(name), str) and context[name]
     }
     if user_id and "/" in user_id:
         kind, ident = user_id.split("/", 1)
-        values[f"user{kind}Id"] = ident
+        if kind in USER_TOKEN_KINDS and ident:
+            values[f"user{kind}Id"] = ident
     missing = False
 
     def substitute(match: re.Match[str]) -> str:
         nonlocal missing
         value = values.get(match.group(1))
-        if value is None:
+        if value is None or value in (".", ".."):
             missing = True
             return ""
-        return value
+        return quote(value, safe="/" if match.group(1) == "context.userId" else "")
 
     filled = _TOKEN.sub(substitute, template)
     return None if missing else filled
@@ -96,7 +116,9 @@ def parse_key(key: str, value: dict[str, Any], data: GatheredData) -> list[dict[
         data.gaps.append(
             DataGap(key, f"{len(skipped)} {'/'.join(kinds)} resource(s) could not be read")
         )
-    links = value.get("link") or [] if value.get("resourceType") == "Bundle" else []
+    links = value.get("link") if value.get("resourceType") == "Bundle" else None
+    if not isinstance(links, list):
+        return []
     return [link for link in links if isinstance(link, dict) and link.get("relation") == "next"]
 
 
@@ -124,6 +146,113 @@ def gather_prefetch(
     return data, to_fetch
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One key to fetch: where to start and whether it continues a client-paginated prefetch."""
+
+    key: str
+    url: httpx.URL
+    read: bool
+    continuation: bool
+
+
+def _lead(key: str, prefetch: Mapping[str, Any], continuation: bool) -> str:
+    """How a key came to need fetching, in plain words, to start its gap reason."""
+    if continuation:
+        return "only part was prefetched"
+    if is_operation_outcome(prefetch.get(key)):
+        return "the EHR's prefetch failed"
+    return "not prefetched"
+
+
+def _endpoint(
+    request: HookRequest, allowance: FhirServerAllowance | None
+) -> tuple[FhirEndpoint | None, str]:
+    """The FHIR server this call may read, or None and why not (for the gap reason)."""
+    if not request.fhirServer:
+        return None, "the request named no FHIR server"
+    if allowance is None:
+        return None, "the FHIR server is not on this client's allowlist"
+    token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+    if token is None and not allowance.allow_without_token:
+        return None, "the request carried no FHIR access token"
+    return FhirEndpoint(allowance.base_url, token), ""
+
+
+def _mark_failed(data: GatheredData, key: str, pages_read: int, reason: str) -> None:
+    """Record a gap; keep what was already read (provenance then stays as it was)."""
+    if pages_read:
+        data.gaps.append(DataGap(key, f"only part could be read: {reason}"))
+        return
+    data.provenance[key] = "unavailable"
+    data.resources.setdefault(key, [])
+    data.gaps.append(DataGap(key, reason))
+
+
+async def _fetch_key(
+    plan: _Plan,
+    client: FhirClient,
+    data: GatheredData,
+    max_pages: int,
+    pages: dict[str, int],
+) -> None:
+    """Read a key page by page into `data`, counting pages in `pages` as they arrive."""
+    url = plan.url
+    while True:
+        if pages[plan.key] >= max_pages:
+            data.gaps.append(
+                DataGap(
+                    plan.key, f"more than {max_pages} page(s) of results; the rest was not read"
+                )
+            )
+            return
+        body = await client.get(url, key=plan.key, read=plan.read)
+        if body is None:  # a read that found nothing: no data, not a gap
+            data.provenance[plan.key] = "fetched"
+            data.resources.setdefault(plan.key, [])
+            return
+        if not plan.read and body["resourceType"] != "Bundle":
+            raise FhirFetchError("FHIR server answered a search with something other than a Bundle")
+        links = parse_key(plan.key, body, data)
+        pages[plan.key] += 1
+        data.provenance.setdefault(plan.key, "fetched")
+        if not links:
+            return
+        url = client.endpoint.follow(str(links[0].get("url", "")))
+
+
+async def _fetch_all(
+    plans: list[_Plan], client: FhirClient, data: GatheredData, settings: FhirAccessSettings
+) -> None:
+    """All keys in parallel under ONE deadline; a key still running at the deadline is a gap."""
+    pages = {p.key: 1 if p.continuation else 0 for p in plans}
+
+    async def fetch(plan: _Plan) -> None:
+        try:
+            await _fetch_key(plan, client, data, settings.max_pages, pages)
+        except FhirFetchError as exc:
+            log.info("FHIR %s: gap (%s)", plan.key, exc.reason)
+            _mark_failed(data, plan.key, pages[plan.key], exc.reason)
+        except Exception as exc:  # a fetch must degrade the answer, never break it
+            log.error("FHIR %s: unexpected %s while fetching", plan.key, type(exc).__name__)
+            _mark_failed(data, plan.key, pages[plan.key], "an unexpected error stopped reading it")
+
+    tasks = {asyncio.create_task(fetch(plan)): plan for plan in plans}
+    _, pending = await asyncio.wait(tasks, timeout=settings.deadline_seconds)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in pending:
+        plan = tasks[task]
+        log.info("FHIR %s: deadline reached after %d page(s)", plan.key, pages[plan.key])
+        _mark_failed(
+            data,
+            plan.key,
+            pages[plan.key],
+            f"FHIR server did not answer within {settings.deadline_seconds:g} s",
+        )
+
+
 async def gather(
     *,
     templates: Mapping[str, str],
@@ -132,12 +261,55 @@ async def gather(
     http: httpx.AsyncClient,
     settings: FhirAccessSettings,
 ) -> GatheredData:
-    """Prefetch, then fetch what is missing from the (allowlisted) FHIR server."""
+    """Prefetch, then fetch what is missing from the (allowlisted) FHIR server. Never raises.
+
+    Spec: https://cds-hooks.hl7.org/2.0/#prefetch-template ("the CDS Service's responsibility
+    to check prefetched data against its template ... and to programmatically retrieve any
+    additional necessary data").
+    """
     data, to_fetch = gather_prefetch(templates, request.prefetch)
+    if not to_fetch:
+        return data
+    prefetch: Mapping[str, Any] = request.prefetch or {}
+    endpoint, refusal = _endpoint(request, allowance)
+    user_id = request.context.get("userId")
+    plans: list[_Plan] = []
     for key in to_fetch:
-        if key in data.provenance:
-            continue  # client paginated: keep the first page (following `next` comes later)
-        data.provenance[key] = "unavailable"
-        data.resources.setdefault(key, [])
-        data.gaps.append(DataGap(key, "not prefetched and the FHIR server was not queried"))
+        continuation = key in data.provenance  # the client paginated: the rest is on the server
+        lead = _lead(key, prefetch, continuation)
+        try:
+            if endpoint is None:
+                raise FhirFetchError(f"{lead}, and {refusal}")
+            if continuation:
+                link = next_link(prefetch[key])
+                plans.append(_Plan(key, endpoint.follow(link), read=False, continuation=True))
+                continue
+            query = fill_template(
+                templates[key], request.context, user_id if isinstance(user_id, str) else None
+            )
+            if query is None:
+                raise FhirFetchError(f"{lead}, and the request lacks a value its query needs")
+            plans.append(_Plan(key, endpoint.url_for(query), is_read(query), continuation=False))
+        except FhirFetchError as exc:
+            _mark_failed(data, key, 1 if continuation else 0, exc.reason)
+    if plans and endpoint is not None:
+        started = time.perf_counter()
+        client = FhirClient(http, endpoint, settings.max_response_bytes)
+        await _fetch_all(plans, client, data, settings)
+        log.info(
+            "FHIR fetch: %d key(s), %d resource(s), %d gap(s), %.0f ms",
+            len(plans),
+            sum(len(data.resources.get(p.key, [])) for p in plans),
+            len(data.gaps),
+            (time.perf_counter() - started) * 1000,
+        )
     return data
+
+
+def next_link(bundle: Any) -> str:
+    """The `next` paging link of a searchset Bundle ('' when it has none)."""
+    links = bundle.get("link") if isinstance(bundle, dict) else None
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            return str(link.get("url") or "")
+    return ""

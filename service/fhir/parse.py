@@ -70,5 +70,7 @@ def _summary(exc: ValidationError) -> str:
 
 def bundle_resources(bundle: dict[str, Any]) -> list[Any]:
     """The raw `entry[].resource` objects of a Bundle (no Bundle-level validation)."""
-    entries = bundle.get("entry") or []
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []  # absent, or malformed (a number, an object): nothing to read
     return [e.get("resource") for e in entries if isinstance(e, dict) and e.get("resource")]
