@@ -13,14 +13,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from service.cdshooks.models import Card, HookRequest, HookResponse
+from service.cdshooks.models import Action, Card, HookRequest, HookResponse
 from service.facts.build import REQUEST_TYPES, DraftOrder, build_facts
 from service.facts.model import DataGap
 from service.fhir.gather import GatheredData
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
 from service.render.actions import ActionBuilder, OrderContext
 from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
+from service.render.coverage_info import coverage_actions
 from service.rules.catalogue import RuleData, load_rule_data
+from service.rules.coverage import assess_coverage
 from service.rules.engine import RULES, Rule, evaluate
 from service.rules.findings import Finding
 
@@ -129,10 +131,9 @@ def run(
         extra_gaps=draft_gaps,
     )
     options = Options.from_request(request.extension, option_defaults)
+    all_findings = evaluate(facts, knowledge.rule_data, knowledge.rules)
     findings = [
-        f
-        for f in evaluate(facts, knowledge.rule_data, knowledge.rules)
-        if options.allows(knowledge.rule_data.rules[f.topic].card_type)
+        f for f in all_findings if options.allows(knowledge.rule_data.rules[f.topic].card_type)
     ]
     findings = _most_severe_first(findings, knowledge)[: options.max_cards]
     actions = ActionBuilder(
@@ -150,7 +151,30 @@ def run(
         card = render_card(finding, knowledge.cards, knowledge.rule_data, actions, new_uuid)
         cards.append(card)
         issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
-    return Evaluation(HookResponse(cards=cards), tuple(issued))
+    system_actions: list[Action] = []
+    assertion_ids: list[str] = []
+    if options.allows("coverage-info"):
+        # CRD: coverage information as system actions, from ALL findings (card options must
+        # not change what the payer answer says); needs a Coverage to reference.
+        assessments = assess_coverage(
+            facts,
+            all_findings,
+            knowledge.rule_data,
+            lambda topic: knowledge.cards.templates[topic].indicator != "info",
+        )
+        system_actions, assertion_ids = coverage_actions(
+            assessments,
+            {d.ref: d.raw for d in drafts},
+            {o.ref: o.display or o.ref for o in facts.draft_orders},
+            knowledge.rule_data,
+            today=today,
+            new_uuid=new_uuid,
+        )
+    return Evaluation(
+        HookResponse(cards=cards, systemActions=system_actions or None),
+        tuple(issued),
+        tuple(assertion_ids),
+    )
 
 
 def _most_severe_first(findings: list[Finding], knowledge: Knowledge) -> list[Finding]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from service.facts.model import Facts
-from service.rules import cac
+from service.rules import cac, coverage
 from service.rules.catalogue import RuleData
 from service.rules.findings import Finding
 
@@ -18,6 +18,13 @@ Rule = Callable[[Facts, RuleData], Iterable[Finding]]
 
 RULES: Mapping[str, Rule] = {
     "cac-bundling-conflict": cac.bundling_conflict,
+    "cac-abn-required": cac.abn_required,
+    "cac-medicare-advantage": cac.medicare_advantage,
+    "cac-risk-factor-missing": cac.risk_factor_missing,
+    "cac-screening-not-covered": cac.screening_not_covered,
+    "prior-auth-required": coverage.prior_auth_required,
+    "coverage-missing": coverage.coverage_missing,
+    "cost-estimate": coverage.cost_estimate,
 }
 
 

@@ -58,7 +58,8 @@ async def test_bundling_conflict_card(make_settings: Any, app_client: Any) -> No
     assert response.status_code == 200, response.text
     body = response.json()
     assert_conformant_response(body)
-    assert topics(body) == ["cac-bundling-conflict"]
+    # coverage prefetch null = "no coverage on file" -> the info card follows the warning.
+    assert topics(body) == ["cac-bundling-conflict", "coverage-missing"]
     action = body["cards"][0]["suggestions"][0]["actions"][0]
     assert action == {
         "type": "delete",
@@ -73,4 +74,4 @@ async def test_different_dates_do_not_conflict(make_settings: Any, app_client: A
     async with app_client(make_settings()) as client:
         response = await client.post(ORDER_SIGN_URL, json=request)
     assert response.status_code == 200
-    assert topics(response.json()) == []
+    assert topics(response.json()) == ["coverage-missing"]

@@ -1,0 +1,371 @@
+"""Payer rules (prior auth, missing coverage, cost) and the Da Vinci CRD coverage assessment.
+
+Contract: shared/reference/rules.md §3-5; CRD STU2 `ext-coverage-information`
+(https://hl7.org/fhir/us/davinci-crd/STU2.1/StructureDefinition-ext-coverage-information.html).
+The assessment is a plain value per in-scope order; service/render/coverage_info.py turns it into
+the `systemActions` update. Its invariants (q1-q9 that apply) are enforced on construction, so
+an inconsistent assessment is a bug that fails loudly in tests, never a bad payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from service.facts.model import Code, Facts, Order
+from service.rules.catalogue import CODE_FAMILY_LISTS, FamilyPolicy, PayerRow, RuleData
+from service.rules.findings import Finding
+
+Covered = Literal["covered", "not-covered", "conditional"]
+PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
+FAMILY_LABELS = {"cac": "calcium score", "ffrct": "FFR-CT"}
+
+
+# -- shared helpers (also used by service.rules.cac) -------------------------------------------
+
+
+def family_of(order: Order, data: RuleData) -> str | None:
+    """The code family a payer policy is written for: "cac", "ffrct" or None (not in scope)."""
+    for family, lists in CODE_FAMILY_LISTS.items():
+        if any(data.codes(name).any_in(order.codes) for name in lists):
+            return family
+    return None
+
+
+def in_scope_orders(facts: Facts, data: RuleData) -> list[tuple[Order, str]]:
+    found = []
+    for order in facts.focus_orders:
+        family = family_of(order, data)
+        if family is not None:
+            found.append((order, family))
+    return found
+
+
+def payer_row(facts: Facts, data: RuleData) -> PayerRow | None:
+    profile = facts.coverage.payer_profile if facts.coverage else None
+    return data.payer(profile) if profile else None
+
+
+def payer_policy(facts: Facts, data: RuleData, family: str) -> FamilyPolicy | None:
+    row = payer_row(facts, data)
+    return row.policy(family) if row else None
+
+
+def payer_label(facts: Facts, data: RuleData) -> str:
+    row = payer_row(facts, data)
+    if facts.coverage and facts.coverage.payer_name:
+        return facts.coverage.payer_name
+    return row.name if row else "the patient's plan"
+
+
+def order_label(order: Order) -> str:
+    return order.display or order.ref
+
+
+def prior_auth_applies(policy: FamilyPolicy | None, state: str | None) -> bool | None:
+    """True/False when known; None when the policy depends on a state we do not know."""
+    if policy is None or policy.prior_auth is not True:
+        return False
+    if policy.prior_auth_states is None:
+        return True
+    if state is None:
+        return None
+    return state in policy.prior_auth_states
+
+
+def money(amount: float) -> str:
+    return f"${amount:,.2f}".replace(".00", "")
+
+
+def cost_text(policy: FamilyPolicy) -> str | None:
+    cost = policy.cost
+    if cost is None:
+        return None
+    parts = []
+    if cost.expected_payment is not None:
+        parts.append(f"expected payment {money(cost.expected_payment)}")
+    if cost.minimum_copayment is not None:
+        parts.append(f"minimum patient co-payment {money(cost.minimum_copayment)}")
+    if cost.self_pay_low is not None and cost.self_pay_high is not None:
+        parts.append(
+            f"patient self-pay typically {money(cost.self_pay_low)}-{money(cost.self_pay_high)}"
+        )
+    return "; ".join(parts) if parts else None
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+def prior_auth_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """The payer (or its profile) requires prior auth for the order's code family.
+
+    A state-limited policy (Anthem/AIM: Wisconsin) fires only when the patient's home state is
+    known and listed; with no state on file the card is not shown (the CRD coverage information
+    says `pa-needed=conditional` instead).
+    """
+    for order, family in in_scope_orders(facts, data):
+        policy = payer_policy(facts, data, family)
+        if prior_auth_applies(policy, facts.patient_state) is not True or policy is None:
+            continue
+        yield Finding(
+            topic="prior-auth-required",
+            order_refs=(order.ref,),
+            details={
+                "order": order_label(order),
+                "payer": payer_label(facts, data),
+                "reviewer": policy.prior_auth_by or payer_label(facts, data),
+                "family": FAMILY_LABELS[family],
+            },
+        )
+
+
+def coverage_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """Coverage data was obtained and no active Coverage covers the date of service.
+
+    When the coverage data could not be obtained (`coverage_known` is False) the data-incomplete
+    card speaks instead; orders outside this service's scope never trigger it.
+    """
+    if not facts.coverage_known or facts.coverage is not None:
+        return
+    orders = in_scope_orders(facts, data)
+    if not orders:
+        return
+    yield Finding(
+        topic="coverage-missing",
+        order_refs=tuple(o.ref for o, _ in orders),
+        details={"orders": ", ".join(order_label(o) for o, _ in orders)},
+    )
+
+
+def cost_estimate(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """Expected payment / patient share when the payer row carries figures (option `cost`)."""
+    if facts.coverage is None:
+        return
+    for order, family in in_scope_orders(facts, data):
+        policy = payer_policy(facts, data, family)
+        text = cost_text(policy) if policy else None
+        if policy is None or policy.cost is None or text is None:
+            continue
+        yield Finding(
+            topic="cost-estimate",
+            order_refs=(order.ref,),
+            details={
+                "order": order_label(order),
+                "payer": payer_label(facts, data),
+                "estimate": text,
+                "basis": policy.cost.basis,
+            },
+        )
+
+
+# -- CRD coverage assessment -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoverageAssessment:
+    """The values of one `ext-coverage-information` for one order (CRD STU2)."""
+
+    order_ref: str
+    coverage_ref: str
+    covered: Covered
+    pa_needed: PaNeeded | None = None
+    doc_needed: tuple[str, ...] = ()
+    doc_purpose: tuple[str, ...] = ()
+    info_needed: tuple[str, ...] = ()
+    billing_codes: tuple[Code, ...] = ()
+    reasons: tuple[str, ...] = ()  # plain text: none of our reasons is in the CRD value set
+
+    def __post_init__(self) -> None:
+        problems = invariant_problems(self)
+        if problems:
+            raise ValueError(f"coverage information for {self.order_ref}: {'; '.join(problems)}")
+
+
+def invariant_problems(a: CoverageAssessment) -> list[str]:
+    """The CRD invariants that apply to what we send (q1, q5 concern fields we never set)."""
+    problems = []
+    if a.covered == "not-covered" and a.pa_needed is not None:
+        problems.append("q2: not-covered must not carry pa-needed")
+    conditional = "conditional" in (a.covered, a.pa_needed, *a.doc_needed)
+    if conditional and not a.info_needed:
+        problems.append("q3: a conditional answer needs info-needed")
+    if a.pa_needed == "satisfied" and "withpa" in a.doc_purpose:
+        problems.append("q4: pa satisfied excludes doc-purpose withpa")
+    if "OTH" in a.info_needed and not a.reasons:
+        problems.append("q6: info-needed OTH needs a reason")
+    if any(not r.strip() for r in a.reasons):
+        problems.append("q7: a reason outside the value set needs text")
+    if a.doc_purpose and not a.reasons:
+        problems.append("q8: doc-purpose needs a reason")
+    if a.doc_purpose and not a.doc_needed:
+        problems.append("doc-purpose without doc-needed")
+    return problems
+
+
+@dataclass
+class _Draft:
+    covered: Covered
+    pa_needed: PaNeeded | None = None
+    doc_needed: list[str] | None = None
+    info_needed: list[str] | None = None
+    reasons: list[str] | None = None
+
+    def need_info(self, reason: str) -> None:
+        self.info_needed = self.info_needed or []
+        if "OTH" not in self.info_needed:
+            self.info_needed.append("OTH")
+        self.add_reason(reason)
+
+    def add_reason(self, reason: str) -> None:
+        self.reasons = self.reasons or []
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def assess_coverage(
+    facts: Facts,
+    findings: Iterable[Finding],
+    data: RuleData,
+    is_warning: Callable[[str], bool],
+) -> list[CoverageAssessment]:
+    """One assessment per in-scope focus order; none without a Coverage to reference.
+
+    `findings` are all findings before configuration filtering: switching a card type off must
+    not change what the payer is told. `is_warning(topic)` says whether a topic's card is a
+    warning (a warning-level ffrct-* finding = an FFR-CT coverage criterion is missing).
+    """
+    if facts.coverage is None:
+        return []
+    by_order: dict[str, list[Finding]] = {}
+    for finding in findings:
+        for ref in finding.order_refs:
+            by_order.setdefault(ref, []).append(finding)
+    assessments = []
+    for order, family in in_scope_orders(facts, data):
+        topics = {f.topic for f in by_order.get(order.ref, [])}
+        if family == "cac":
+            draft = _assess_cac(facts, data, topics, facts.coverage.payer_kind)
+        else:
+            draft = _assess_ffrct(facts, data, topics, is_warning)
+        _add_prior_auth(draft, payer_policy(facts, data, family), facts.patient_state)
+        doc_needed = tuple(draft.doc_needed or ())
+        if facts.hook == "order-select":
+            doc_needed = ()  # CRD hook-19: never ask for documentation on order-select
+        assessments.append(
+            CoverageAssessment(
+                order_ref=order.ref,
+                coverage_ref=facts.coverage.ref,
+                covered=draft.covered,
+                pa_needed=None if draft.covered == "not-covered" else draft.pa_needed,
+                doc_needed=doc_needed,
+                doc_purpose=("withorder",) if doc_needed else (),
+                info_needed=tuple(draft.info_needed or ()),
+                billing_codes=billing_codes(facts, data, order, family),
+                reasons=tuple(draft.reasons or ()),
+            )
+        )
+    return assessments
+
+
+def _assess_cac(facts: Facts, data: RuleData, topics: set[str], kind: str) -> _Draft:
+    policy = payer_policy(facts, data, "cac")
+    if kind == "original-medicare":
+        draft = _Draft("not-covered")
+        draft.add_reason(
+            "Original Medicare does not cover calcium scoring (screening; no NCD): obtain a "
+            "signed ABN (CMS-R-131) before the scan"
+        )
+        return draft
+    if kind == "medicare-advantage":
+        draft = _Draft("conditional")
+        draft.need_info(
+            "Verify the Medicare Advantage plan's supplemental benefit for calcium scoring "
+            "(Evidence of Coverage); use an organization determination, not an ABN"
+        )
+        return draft
+    if kind == "medicare-unknown":
+        draft = _Draft("conditional")
+        draft.need_info(
+            "The coverage does not say whether this is Original Medicare (not covered; ABN "
+            "needed) or a Medicare Advantage plan (verify the supplemental benefit)"
+        )
+        return draft
+    if "cac-screening-not-covered" in topics:
+        draft = _Draft("not-covered")
+        draft.add_reason("The payer denies calcium scoring for asymptomatic screening")
+        return draft
+    if policy is None:
+        draft = _Draft("conditional")
+        draft.need_info("No calcium-score policy is on file for this payer: verify benefits")
+        return draft
+    draft = _Draft(policy.position)
+    if "cac-risk-factor-missing" in topics:
+        draft.covered = "conditional"
+        draft.doc_needed = ["clinical"]
+        draft.need_info(
+            "Document the risk-factor diagnosis that supports medical necessity "
+            "(e.g. E78.5, Z82.49, diabetes, hypertension)"
+        )
+    elif draft.covered == "conditional":
+        draft.need_info(policy.note or "Coverage depends on the payer's medical policy criteria")
+    return draft
+
+
+def _assess_ffrct(
+    facts: Facts, data: RuleData, topics: set[str], is_warning: Callable[[str], bool]
+) -> _Draft:
+    policy = payer_policy(facts, data, "ffrct")
+    missing = sorted(t for t in topics if t.startswith("ffrct-") and is_warning(t))
+    if missing:
+        draft = _Draft("conditional", doc_needed=["clinical"])
+        titles = "; ".join(data.rules[t].title for t in missing)
+        draft.need_info(f"FFR-CT coverage criteria not met or not documented: {titles}")
+        return draft
+    if policy is None:
+        draft = _Draft("conditional")
+        draft.need_info("No FFR-CT policy is on file for this payer: verify benefits")
+        return draft
+    draft = _Draft(policy.position)
+    if draft.covered == "conditional":
+        draft.need_info(policy.note or "Coverage depends on the payer's medical policy criteria")
+    return draft
+
+
+def _add_prior_auth(draft: _Draft, policy: FamilyPolicy | None, state: str | None) -> None:
+    if policy is None or policy.prior_auth is None:
+        return
+    applies = prior_auth_applies(policy, state)
+    if applies is True:
+        draft.pa_needed = "auth-needed"
+        reviewer = f" through {policy.prior_auth_by}" if policy.prior_auth_by else ""
+        draft.add_reason(f"Prior authorization required{reviewer} before scheduling")
+    elif applies is None:
+        draft.pa_needed = "conditional"
+        draft.need_info(
+            "Prior authorization depends on the patient's state, which is not on file "
+            f"(required in {', '.join(policy.prior_auth_states or [])})"
+        )
+    elif policy.prior_auth is False:
+        draft.pa_needed = "no-auth"
+
+
+def billing_codes(facts: Facts, data: RuleData, order: Order, family: str) -> tuple[Code, ...]:
+    """The codes the claim must carry: the order's CAC code; 75580 (+ 75574 the same day)."""
+    if family == "cac":
+        return tuple(data.codes("cac").matches(sorted(order.codes))[:1])
+    codes = [Code("cpt", "75580")]
+    ccta = data.codes("ccta_order")
+    same_day_order = any(
+        other.ref != order.ref
+        and other.service_date == order.service_date
+        and ccta.any_in(other.codes)
+        for other in (*facts.draft_orders, *facts.existing_orders)
+    )
+    same_day_study = any(
+        study.performed == order.service_date and ccta.any_in(study.codes)
+        for study in facts.performed
+    )
+    if same_day_order or same_day_study:
+        codes.append(Code("cpt", "75574"))
+    return tuple(codes)
