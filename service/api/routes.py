@@ -51,6 +51,9 @@ async def _json_body(request: Request) -> Any:
         raise ProblemError(
             400, f"request body is not valid JSON: {exc.__class__.__name__}"
         ) from None
+    except RecursionError:
+        # Nesting deeper than the decoder's stack: no CDS Hooks request looks like this.
+        raise ProblemError(400, "request body is nested too deeply") from None
 
 
 # Discovery: https://cds-hooks.hl7.org/2.0/#discovery

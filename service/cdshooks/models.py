@@ -89,6 +89,21 @@ class HookRequest(_Lenient):
     prefetch: dict[str, JsonObject | None] | None = None
     extension: JsonObject | None = None
 
+    @field_validator("prefetch")
+    @classmethod
+    def _bundles_have_arrays(
+        cls, value: dict[str, JsonObject | None] | None
+    ) -> dict[str, JsonObject | None] | None:
+        # A Bundle whose entry/link is not an array is not FHIR JSON at all: refuse it, as for
+        # draftOrders. A bad resource *inside* a well-formed Bundle is skipped later instead.
+        for key, item in (value or {}).items():
+            if item is None or item.get("resourceType") != "Bundle":
+                continue
+            for member in ("entry", "link"):
+                if not isinstance(item.get(member, []), list):
+                    raise ValueError(f"prefetch {key!r}: Bundle.{member} must be an array")
+        return value
+
     @model_validator(mode="after")
     def _authorization_needs_server(self) -> HookRequest:
         if self.fhirAuthorization is not None and not self.fhirServer:
