@@ -106,6 +106,8 @@ async def feedback(service_id: str, request: Request) -> JSONResponse:
         raise ProblemError(404, f"no CDS service with id {service_id!r}")
     await _authenticate(request)
     raw = await _json_body(request)
+    if not isinstance(raw, dict):
+        raise ProblemError(400, "request body must be a JSON object with a feedback array")
     try:
         parsed = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:
