@@ -129,7 +129,7 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     for order in _cac_orders(facts, data):
         if supporting.any_in(_supporting_codes(facts, order)):
             continue
-        if facts.unavailable("conditions") or getattr(order, "reasons_unresolved", False):
+        if facts.unavailable("conditions") or order.reasons_unresolved:
             continue
         yield Finding(
             topic="cac-risk-factor-missing",

@@ -309,7 +309,7 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
     for topic, entry in rules.items():
         if isinstance(entry, dict):
             entry.setdefault("topic", topic)
-    payers = _load_payers(raw.get("payers") or [])
+    payers = _load_payers(raw.get("payers") or [], _payer_origins(dirs))
     try:
         data = RuleData(
             version=str(raw.get("version", "unversioned")),
@@ -334,7 +334,18 @@ def _explain(exc: ValidationError) -> str:
 PAYERS_FILE = "payers.yaml"
 
 
-def _load_payers(raw_rows: Any) -> list[PayerRow]:
+def _payer_origins(dirs: list[Path]) -> list[Path]:
+    """The file each merged payer row came from (`_merge` appends rows in file order)."""
+    origins: list[Path] = []
+    for directory in dirs:
+        for path in sorted(directory.glob("*.yaml")):
+            rows = _read_yaml(path).get("payers")
+            if isinstance(rows, list):
+                origins += [path] * len(rows)
+    return origins
+
+
+def _load_payers(raw_rows: Any, origins: list[Path]) -> list[PayerRow]:
     """Validate the payer directory row by row and resolve `profile` inheritance.
 
     A site overlay row with the id of a bundled row replaces it (later rows win), which is how a
@@ -343,31 +354,34 @@ def _load_payers(raw_rows: Any) -> list[PayerRow]:
     if not isinstance(raw_rows, list):
         raise RuleDataError(f"{PAYERS_FILE}: 'payers' must be a list of rows")
     rows: dict[str, PayerRow] = {}
+    files: dict[str, Path] = {}
     for index, raw_row in enumerate(raw_rows):
         label = raw_row.get("id") if isinstance(raw_row, dict) else None
-        where = f"{PAYERS_FILE}: payers[{index}] (id {label!r})"
+        origin = origins[index] if index < len(origins) else Path(PAYERS_FILE)
+        where = f"{origin}: payer row {label!r} (payers[{index}])"
         try:
             row = PayerRow.model_validate(raw_row)
         except ValidationError as exc:
             raise RuleDataError(f"{where}: {_explain(exc)}") from exc
         rows.pop(row.id, None)
         rows[row.id] = row
-    return [_resolve_profile(row, rows) for row in rows.values()]
+        files[row.id] = origin
+    return [_resolve_profile(row, rows, files) for row in rows.values()]
 
 
-def _resolve_profile(row: PayerRow, rows: dict[str, PayerRow]) -> PayerRow:
+def _resolve_profile(row: PayerRow, rows: dict[str, PayerRow], files: dict[str, Path]) -> PayerRow:
     policies = dict(row.policies)
     seen = {row.id}
     current = row
     while current.profile is not None:
         if current.profile in seen:
             raise RuleDataError(
-                f"{PAYERS_FILE}: payer {row.id!r}: profile cycle via {current.profile!r}"
+                f"{files[row.id]}: payer row {row.id!r}: profile cycle via {current.profile!r}"
             )
         parent = rows.get(current.profile)
         if parent is None:
             raise RuleDataError(
-                f"{PAYERS_FILE}: payer {current.id!r}: "
+                f"{files[current.id]}: payer row {current.id!r}: "
                 f"profile {current.profile!r} is not a payer id"
             )
         seen.add(parent.id)

@@ -1,0 +1,351 @@
+"""Primary coverage and payer classification on messy Coverage JSON (rules.md §4)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.facts.coverage import coverage_facts, normalise_state
+from service.facts.model import Code, DataGap, Order
+from service.fhir.gather import gather_prefetch
+from service.rules.catalogue import RuleData, load_rule_data
+
+SOPT_SPELLINGS = [
+    "https://nahdo.org/sopt",
+    "urn:oid:2.16.840.1.113883.3.221.5",
+    "http://phdsc.org/standards/payer-typology.asp",
+]
+DOS = date(2026, 12, 1)
+TEMPLATES = {"patient": "", "coverage": ""}
+
+
+@pytest.fixture(scope="module")
+def rule_data() -> RuleData:
+    return load_rule_data()
+
+
+def coverage(
+    cov_id: str,
+    *,
+    sopt: str | None = None,
+    system: str = SOPT_SPELLINGS[0],
+    order: int | None = None,
+    payor: dict[str, Any] | None = None,
+    period: dict[str, str] | None = None,
+    patient: str = "p1",
+    status: str = "active",
+    **extra: Any,
+) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Coverage",
+        "id": cov_id,
+        "status": status,
+        "beneficiary": {"reference": f"Patient/{patient}"},
+        "payor": [payor or {"display": "Some payer"}],
+    }
+    if sopt is not None:
+        res["type"] = {"coding": [{"system": system, "code": sopt}]}
+    if order is not None:
+        res["order"] = order
+    if period is not None:
+        res["period"] = period
+    res.update(extra)
+    return res
+
+
+def patient(state: str | None = None, **address: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Patient", "id": "p1"}
+    if state is not None:
+        res["address"] = [{"use": "home", "state": state, **address}]
+    return res
+
+
+def cac_order() -> Order:
+    return Order(
+        ref="ServiceRequest/cac-1",
+        codes=frozenset({Code("cpt", "75571")}),
+        reason_codes=frozenset(),
+        status="draft",
+        origin="draft",
+        service_date=DOS,
+    )
+
+
+def facts_for(
+    rule_data: RuleData,
+    coverages: list[dict[str, Any]] | None,
+    *,
+    pat: dict[str, Any] | None = None,
+    orders: tuple[Order, ...] = (),
+) -> Any:
+    prefetch: dict[str, Any] = {
+        "patient": pat or patient(),
+        "coverage": None
+        if coverages is None
+        else {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": c} for c in coverages],
+        },
+    }
+    data, _ = gather_prefetch(TEMPLATES, prefetch)
+    return coverage_facts(
+        data, rule_data, patient_id="p1", draft_orders=orders or (cac_order(),), today=DOS
+    )
+
+
+@pytest.mark.parametrize("system", SOPT_SPELLINGS)
+@pytest.mark.parametrize("code", ["12", "121", "129"])
+def test_original_medicare_sopt_in_every_spelling(
+    rule_data: RuleData, system: str, code: str
+) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt=code, system=system)])
+    assert result.primary.payer_kind == "original-medicare"
+    assert result.primary.payer_profile == "original-medicare"
+    assert result.primary.ref == "Coverage/c1"
+    assert result.ffrct_stenosis_range == (40.0, 90.0)
+
+
+@pytest.mark.parametrize("system", SOPT_SPELLINGS)
+@pytest.mark.parametrize(
+    "code", ["11", "111", "1111", "1112", "112", "113", "119", "123", "14", "141", "142"]
+)
+def test_medicare_advantage_sopt(rule_data: RuleData, system: str, code: str) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt=code, system=system)])
+    assert result.primary.payer_kind == "medicare-advantage"
+
+
+def test_ma_plan_of_a_commercial_carrier_is_medicare_advantage(rule_data: RuleData) -> None:
+    cov = coverage("c1", sopt="111", payor={"display": "Anthem Blue Cross"})
+    assert facts_for(rule_data, [cov]).primary.payer_kind == "medicare-advantage"
+
+
+def test_sopt_1_alone_is_ambiguous_and_reported_as_a_gap(rule_data: RuleData) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt="1", payor={"display": "Medicare"})])
+    assert result.primary.payer_kind == "medicare-unknown"
+    assert result.primary.payer_profile is None
+    assert [g.key for g in result.gaps] == ["coverage-type"]
+
+
+def test_sopt_1_gap_only_when_a_calcium_score_is_ordered(rule_data: RuleData) -> None:
+    ffrct = Order(
+        ref="ServiceRequest/f1",
+        codes=frozenset({Code("cpt", "75580")}),
+        reason_codes=frozenset(),
+        status="draft",
+        origin="draft",
+        service_date=DOS,
+    )
+    result = facts_for(rule_data, [coverage("c1", sopt="1")], orders=(ffrct,))
+    assert result.primary.payer_kind == "medicare-unknown"
+    assert result.gaps == ()
+
+
+def test_medigap_secondary_implies_original_medicare(rule_data: RuleData) -> None:
+    result = facts_for(
+        rule_data,
+        [
+            coverage("c2", sopt="623", order=2, payor={"display": "Medigap Plan G"}),
+            coverage("c1", sopt="1", order=1, payor={"display": "Medicare"}),
+        ],
+    )
+    assert result.primary.ref == "Coverage/c1"
+    assert result.primary.payer_kind == "original-medicare"
+    assert "secondary implies original-medicare" in result.primary.why
+    assert [c.ref for c in result.others] == ["Coverage/c2"]
+    assert result.gaps == ()
+
+
+def test_medigap_without_order_is_not_taken_as_primary(rule_data: RuleData) -> None:
+    result = facts_for(
+        rule_data, [coverage("c2", sopt="523"), coverage("c1", sopt="1", order=None)]
+    )
+    assert result.primary.ref == "Coverage/c1"
+    assert result.primary.payer_kind == "original-medicare"
+
+
+def test_lowest_order_is_primary_and_missing_order_is_last(rule_data: RuleData) -> None:
+    result = facts_for(
+        rule_data,
+        [
+            coverage("none", sopt="5"),
+            coverage("second", sopt="121", order=3),
+            coverage("first", payor={"display": "Horizon BCBS"}, order=1),
+        ],
+    )
+    assert result.primary.ref == "Coverage/first"
+    assert result.primary.payer_profile == "horizon-bcbs-nj"
+    assert [c.ref for c in result.others] == ["Coverage/second", "Coverage/none"]
+
+
+@pytest.mark.parametrize(
+    ("period", "primary"),
+    [
+        ({"start": "2020-01-01", "end": "2026-11-30"}, None),  # ended the day before
+        ({"start": "2026-12-02"}, None),  # not yet started
+        ({"start": "2020-01-01", "end": "2026-12-01"}, "Coverage/c1"),  # ends on the day
+        ({"end": "2027-01-01T00:00:00Z"}, "Coverage/c1"),
+    ],
+)
+def test_period_must_cover_the_date_of_service(
+    rule_data: RuleData, period: dict[str, str], primary: str | None
+) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt="121", period=period)])
+    assert (result.primary.ref if result.primary else None) == primary
+    assert result.known is True
+
+
+def test_expired_primary_falls_back_to_the_next_coverage(rule_data: RuleData) -> None:
+    result = facts_for(
+        rule_data,
+        [
+            coverage("old", sopt="121", order=1, period={"end": "2025-12-31"}),
+            coverage("new", sopt="6", order=2, payor={"display": "BCBSM"}),
+        ],
+    )
+    assert result.primary.ref == "Coverage/new"
+    assert result.primary.payer_profile == "bcbs-michigan"
+
+
+def test_other_patients_and_inactive_coverages_are_ignored(rule_data: RuleData) -> None:
+    result = facts_for(
+        rule_data,
+        [coverage("c1", sopt="121", patient="someone-else"), coverage("c2", status="cancelled")],
+    )
+    assert result.primary is None
+    assert result.known is True
+
+
+@pytest.mark.parametrize(
+    ("payor", "profile"),
+    [
+        ({"display": "HORIZON blue cross blue shield of new jersey"}, "horizon-bcbs-nj"),
+        ({"display": "Blue Cross and Blue Shield of Kansas, Inc."}, "bcbs-kansas"),
+        ({"display": "Anthem Blue Cross and Blue Shield"}, "anthem-aim"),
+        ({"display": "Centers for Medicare & Medicaid Services"}, "original-medicare"),
+        ({"display": "Humana Gold Plus Medicare Advantage"}, "medicare-advantage"),
+        ({"display": "Panthemic Insurance"}, None),  # "anthem" only as part of a word
+    ],
+)
+def test_payor_names_and_aliases(
+    rule_data: RuleData, payor: dict[str, Any], profile: str | None
+) -> None:
+    result = facts_for(rule_data, [coverage("c1", payor=payor)])
+    assert result.primary.payer_profile == profile
+
+
+def test_contained_organization_and_plan_name(rule_data: RuleData) -> None:
+    cov = coverage(
+        "c1",
+        payor={"reference": "#org"},
+        contained=[{"resourceType": "Organization", "id": "org", "name": "BCBSKS"}],
+    )
+    assert facts_for(rule_data, [cov]).primary.payer_profile == "bcbs-kansas"
+    plan = coverage(
+        "c2",
+        payor={"display": "Unknown TPA"},
+        **{
+            "class": [
+                {
+                    "type": {"coding": [{"code": "plan"}]},
+                    "value": "HZN-PPO",
+                    "name": "Horizon BCBSNJ OMNIA",
+                }
+            ]
+        },
+    )
+    assert facts_for(rule_data, [plan]).primary.payer_profile == "horizon-bcbs-nj"
+
+
+def test_payor_identifier_from_a_site_row(tmp_path: Path) -> None:
+    (tmp_path / "site-payers.yaml").write_text(
+        """
+payers:
+  - id: acme-health
+    name: Acme Health
+    kind: commercial
+    profile: evicore-delegated
+    match:
+      identifiers: [{system: "http://acme.example/payer-id", value: "ACME01"}]
+    sources: [{document: "Acme provider manual", effective: 2026-01-01}]
+""",
+        encoding="utf-8",
+    )
+    data = load_rule_data(tmp_path)
+    cov = coverage(
+        "c1",
+        sopt="5",
+        payor={"reference": "#o"},
+        contained=[
+            {
+                "resourceType": "Organization",
+                "id": "o",
+                "identifier": [{"system": "http://acme.example/payer-id", "value": "ACME01"}],
+            }
+        ],
+    )
+    result = facts_for(data, [cov])
+    assert result.primary.payer_profile == "acme-health"
+    row = data.payer("acme-health")
+    assert row is not None and row.policy("ffrct") is not None  # inherited from the profile
+    assert row.policy("ffrct").prior_auth is True  # type: ignore[union-attr]
+
+
+def test_commercial_sopt_without_a_known_payer(rule_data: RuleData) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt="511")])
+    assert result.primary.payer_kind == "commercial"
+    assert result.primary.payer_profile == "commercial-other"
+
+
+def test_nothing_known_about_the_payer(rule_data: RuleData) -> None:
+    result = facts_for(rule_data, [coverage("c1")])
+    assert result.primary.payer_kind == "unknown"
+
+
+def test_coverage_unavailable_is_not_no_coverage(rule_data: RuleData) -> None:
+    data, _ = gather_prefetch(TEMPLATES, {"patient": patient()})
+    data.gaps.append(DataGap("coverage", "FHIR server answered 503"))
+    result = coverage_facts(
+        data, rule_data, patient_id="p1", draft_orders=(cac_order(),), today=DOS
+    )
+    assert result.primary is None
+    assert result.known is False
+
+
+@pytest.mark.parametrize(
+    ("pat", "state"),
+    [
+        (patient("WI"), "WI"),
+        (patient("Wisconsin"), "WI"),
+        (patient(" new  jersey "), "NJ"),
+        (patient("Ontario"), None),
+        (patient(None), None),
+        (
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "address": [
+                    {"use": "old", "state": "WI"},
+                    {"use": "home", "state": "MN", "period": {"end": "2025-01-01"}},
+                    {"use": "work", "state": "IL"},
+                    {"use": "home", "state": "NJ"},
+                ],
+            },
+            "NJ",
+        ),
+    ],
+)
+def test_patient_state_from_current_home_address(
+    rule_data: RuleData, pat: dict[str, Any], state: str | None
+) -> None:
+    assert facts_for(rule_data, [coverage("c1", sopt="121")], pat=pat).patient_state == state
+
+
+def test_normalise_state() -> None:
+    assert normalise_state("wi") == "WI"
+    assert normalise_state("D.C.") is None
+    assert normalise_state("District of Columbia") == "DC"
+    assert normalise_state("XX") is None
