@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from service.facts.model import Facts
-from service.rules import cac, coverage
+from service.rules import cac, coverage, ffrct
 from service.rules.catalogue import RuleData
 from service.rules.findings import Finding
 
 Rule = Callable[[Facts, RuleData], Iterable[Finding]]
 
 RULES: Mapping[str, Rule] = {
+    "ffrct-symptoms-missing": ffrct.symptoms_missing,
+    "ffrct-screening-use": ffrct.screening_use,
+    "ffrct-ccta-missing": ffrct.ccta_missing,
+    "ffrct-stenosis-out-of-range": ffrct.stenosis_out_of_range,
+    "ffrct-stenosis-undocumented": ffrct.stenosis_undocumented,
+    "ffrct-bmi-missing": ffrct.bmi_missing,
+    "ffrct-duplicate": ffrct.duplicate,
+    "ffrct-legacy-code": ffrct.legacy_code,
+    "ffrct-excluded-history": ffrct.excluded_history,
     "cac-bundling-conflict": cac.bundling_conflict,
     "cac-abn-required": cac.abn_required,
     "cac-medicare-advantage": cac.medicare_advantage,

@@ -1,0 +1,451 @@
+"""FFR-CT (CPT 75580; deleted Category III codes 0501T-0504T) appropriateness and documentation.
+
+Source unless noted: seeds/deepvessel-ffrct-cpt-75580.txt ("What to include / avoid in FFRCT
+order"); Medicare LCD limitations from Noridian L38613/L38615 and NGS L39075; catalogue in
+shared/reference/rules.md §2. Every rule looks at the FFR-CT orders among ``facts.focus_orders``
+(75580 or a legacy code: a legacy-coded order is an FFR-CT order for every check).
+
+A rule that needs data the service could not get (``facts.unavailable(key)``) stays silent rather
+than guess; the data-incomplete card names the skipped checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from service.facts.model import CctaResult, Code, Facts, Order, PerformedStudy
+from service.rules.catalogue import RuleData
+from service.rules.findings import Finding, ProposedAction
+
+FFRCT_CODE = Code("cpt", "75580")
+CCTA_CODE = Code("cpt", "75574")
+CCTA_DATA_KEYS = ("cctaReports", "procedures", "imagingStudies")
+# Topics whose card is a warning: each one is an FFR-CT coverage criterion not met (the CRD
+# coverage information says `conditional` with documentation needed). Pinned against the card
+# catalogue by tests/rules/test_ffrct_rules.py.
+WARNING_TOPICS = frozenset(
+    {
+        "ffrct-symptoms-missing",
+        "ffrct-screening-use",
+        "ffrct-ccta-missing",
+        "ffrct-stenosis-out-of-range",
+        "ffrct-duplicate",
+        "ffrct-legacy-code",
+        "ffrct-excluded-history",
+    }
+)
+ACTIVE_ORDER_STATUSES = frozenset({"active", "on-hold", "completed"})
+FINAL_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
+IMAGING_REF_TYPES = ("DiagnosticReport/", "ImagingStudy/")
+MODIFIER_LABELS = {"S": "CAD-RADS modifier S (coronary stent)", "G": "CAD-RADS modifier G (graft)"}
+
+
+def ffrct_documentation_complete(findings: Iterable[Finding], order_ref: str) -> bool:
+    """True when no warning-level FFR-CT finding names the order: every criterion is met."""
+    return not any(f.topic in WARNING_TOPICS and order_ref in f.order_refs for f in findings)
+
+
+def is_ffrct(order: Order, data: RuleData) -> bool:
+    return data.codes("ffrct").any_in(order.codes) or data.codes("ffrct_legacy").any_in(order.codes)
+
+
+def ffrct_orders(facts: Facts, data: RuleData) -> list[Order]:
+    return [o for o in facts.focus_orders if is_ffrct(o, data)]
+
+
+def _label(order: Order) -> str:
+    return order.display or order.ref
+
+
+# -- which CCTA an FFR-CT order is for ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CctaTarget:
+    """The CCTA an FFR-CT order is derived from: one on file, or a 75574 in the same draft."""
+
+    ccta: CctaResult | None = None
+    draft: Order | None = None
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        if self.ccta is not None:
+            return self.ccta.aliases | {self.ccta.ref}
+        return frozenset({self.draft.ref}) if self.draft else frozenset()
+
+    @property
+    def day(self) -> date | None:
+        if self.ccta is not None:
+            return self.ccta.performed
+        return self.draft.service_date if self.draft else None
+
+
+def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None:
+    """The CCTA the order is for, in this order of evidence.
+
+    1. A CCTA on file the order links to (basedOn/supportingInfo naming its report, procedure,
+       imaging study or the 75574 order it was based on).
+    2. A 75574 order in the same draft (the "CCTA with FFR-CT" workflow): the FFR-CT is for the
+       new CCTA, which has no reading yet.
+    3. The most recent CCTA on file.
+    None: no CCTA is known.
+    """
+    linked = [c for c in facts.cctas if (c.aliases | {c.ref}) & order.linked_refs]
+    if linked:
+        return CctaTarget(ccta=linked[0])
+    new_cctas = [
+        o
+        for o in facts.draft_orders
+        if o.ref != order.ref and data.codes("ccta_order").any_in(o.codes)
+    ]
+    if new_cctas:
+        chosen = next((o for o in new_cctas if o.ref in order.linked_refs), new_cctas[0])
+        return CctaTarget(draft=chosen)
+    if facts.cctas:
+        return CctaTarget(ccta=facts.cctas[0])
+    return None
+
+
+# -- rules ----------------------------------------------------------------------------------
+
+
+def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """No cardiac symptom documented: not on the order (reasonCode, resolved reasonReference)
+    and not among the active Conditions (problem list, encounter diagnoses).
+
+    Silent when the answer is unknown rather than "no": the Conditions could not be read, or a
+    reasonReference points at something the service does not have.
+    """
+    symptoms = data.codes("cardiac_symptoms")
+    on_file = any(symptoms.any_in(d.codes) for d in facts.diagnoses)
+    for order in ffrct_orders(facts, data):
+        if on_file or symptoms.any_in(order.reason_codes):
+            continue
+        if facts.unavailable("conditions") or order.reasons_unresolved:
+            continue
+        yield Finding(
+            topic="ffrct-symptoms-missing",
+            order_refs=(order.ref,),
+            details={"order": _label(order)},
+        )
+
+
+def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """The FFR-CT is ordered as a screening test. Fires when either holds:
+
+    A. The order's stated reasons include a screening code (Z13.6, Z00.00, Z00.01) and no other
+       ICD-10-CM code and no cardiac symptom in any system: the claim's diagnoses would all be
+       screening ones, whatever the problem list says.
+    B. The order states no reason, no cardiac symptom is documented anywhere, and an active
+       Condition (problem list / encounter diagnosis) is a screening code: the patient is
+       documented as seen for screening. Needs the Conditions to have been read.
+    """
+    screening = data.codes("screening_reasons")
+    symptoms = data.codes("cardiac_symptoms")
+    screening_on_file = [d for d in facts.diagnoses if screening.any_in(d.codes)]
+    symptom_on_file = any(symptoms.any_in(d.codes) for d in facts.diagnoses)
+    for order in ffrct_orders(facts, data):
+        reasons = order.reason_codes
+        stated_screening = screening.matches(sorted(reasons))
+        other_icd = [c for c in reasons if c.system == "icd10cm" and c not in screening]
+        if stated_screening and not other_icd and not symptoms.any_in(reasons):
+            shown = stated_screening[0]
+        elif (
+            not reasons
+            and not order.reasons_unresolved
+            and screening_on_file
+            and not symptom_on_file
+            and not facts.unavailable("conditions")
+        ):
+            shown = screening.matches(sorted(screening_on_file[0].codes))[0]
+        else:
+            continue
+        yield Finding(
+            topic="ffrct-screening-use",
+            order_refs=(order.ref,),
+            details={"order": _label(order), "reason_code": _icd(shown)},
+        )
+
+
+def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """No CCTA on file (report, procedure or imaging study) and no 75574 in the draft.
+
+    Silent when any CCTA source (cctaReports, procedures, imagingStudies) could not be read, and
+    for an order that links to a DiagnosticReport/ImagingStudy the service did not receive: that
+    link is the ordering clinician's evidence of a CCTA we cannot see.
+    """
+    if any(facts.unavailable(key) for key in CCTA_DATA_KEYS):
+        return
+    for order in ffrct_orders(facts, data):
+        if target_ccta(order, facts, data) is not None:
+            continue
+        if any(ref.startswith(IMAGING_REF_TYPES) for ref in order.linked_refs):
+            continue
+        yield Finding(
+            topic="ffrct-ccta-missing",
+            order_refs=(order.ref,),
+            details={"order": _label(order)},
+            actions=(ProposedAction(kind="create-order", order_ref=order.ref, code=CCTA_CODE),),
+        )
+
+
+def _stenosis_range(facts: Facts, data: RuleData) -> tuple[float, float]:
+    if facts.ffrct_stenosis_range is not None:
+        return facts.ffrct_stenosis_range
+    low, high = data.param("ffrct-stenosis-out-of-range", "range")
+    return float(low), float(high)
+
+
+def _percent(value: float) -> str:
+    return f"{value:g} %"
+
+
+def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """The CCTA the FFR-CT is for shows a maximum stenosis outside the range (inclusive).
+
+    The range is the payer profile's (e.g. Medicare LCD 40-90 %) when set, else the seed's
+    30-90 %. A measured percentage wins over a CAD-RADS category; with a category only, the card
+    fires only when the category's WHOLE range lies outside (CAD-RADS 2 = 25-49 % is inside
+    30-90 %; CAD-RADS 1 = 1-24 % is outside). CAD-RADS N (non-diagnostic) has no range. A new
+    CCTA in the same draft has no reading yet, so nothing fires.
+    """
+    low, high = _stenosis_range(facts, data)
+    for order in ffrct_orders(facts, data):
+        target = target_ccta(order, facts, data)
+        ccta = target.ccta if target else None
+        if ccta is None:
+            continue
+        if ccta.max_stenosis_percent is not None:
+            outside = not low <= ccta.max_stenosis_percent <= high
+            shown = _percent(ccta.max_stenosis_percent)
+        elif ccta.stenosis_range is not None:
+            bottom, top = ccta.stenosis_range
+            outside = top < low or bottom > high
+            shown = f"CAD-RADS {ccta.cad_rads} ({bottom:g}-{top:g} %)"
+        else:
+            continue
+        if outside:
+            yield Finding(
+                topic="ffrct-stenosis-out-of-range",
+                order_refs=(order.ref, ccta.ref),
+                details={
+                    "order": _label(order),
+                    "stenosis": shown,
+                    "range": f"{low:g}-{high:g} %",
+                    "ccta_date": ccta.performed.isoformat() if ccta.performed else "undated",
+                },
+            )
+
+
+def stenosis_undocumented(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """A CCTA is on file but neither a stenosis percentage nor a CAD-RADS category can be read.
+
+    Not for a new CCTA in the same draft (no report yet). CAD-RADS N counts as documented.
+    """
+    for order in ffrct_orders(facts, data):
+        target = target_ccta(order, facts, data)
+        ccta = target.ccta if target else None
+        if ccta is None or ccta.max_stenosis_percent is not None or ccta.cad_rads is not None:
+            continue
+        yield Finding(
+            topic="ffrct-stenosis-undocumented",
+            order_refs=(order.ref, ccta.ref),
+            details={
+                "order": _label(order),
+                "ccta_date": ccta.performed.isoformat() if ccta.performed else "undated",
+            },
+        )
+
+
+def bmi_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """No BMI (LOINC 39156-5) with a value on file. Unknown (BMI data unavailable): silent."""
+    orders = ffrct_orders(facts, data)
+    if orders and facts.has_bmi is False:
+        yield Finding(
+            topic="ffrct-bmi-missing",
+            order_refs=tuple(o.ref for o in orders),
+            details={"order": _label(orders[0])},
+        )
+
+
+def legacy_code(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """The order uses a Category III code deleted on 2024-01-01; 75580 replaced all four."""
+    legacy = data.codes("ffrct_legacy")
+    for order in ffrct_orders(facts, data):
+        found = legacy.matches(sorted(order.codes))
+        if not found:
+            continue
+        yield Finding(
+            topic="ffrct-legacy-code",
+            order_refs=(order.ref,),
+            details={"order": _label(order), "legacy_code": found[0].code},
+            actions=(
+                ProposedAction(kind="replace-order-code", order_ref=order.ref, code=FFRCT_CODE),
+            ),
+        )
+
+
+def excluded_history(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """History the Medicare LCDs exclude: coronary stent (Z95.5), bypass graft (Z95.1), a CCTA
+    CAD-RADS modifier S or G, or an acute MI (I21.x) with onset within 30 days before the date
+    of service (an I21.x stated as the order's reason counts as current).
+
+    Fires on positive evidence only; an MI Condition with neither onset nor recorded date is
+    not assumed recent.
+    """
+    devices = data.codes("ffrct_excluded_devices")
+    acute_mi = data.codes("acute_mi")
+    window = timedelta(days=int(data.param("ffrct-excluded-history", "acute_mi_days")))
+    modifiers = sorted({m for c in facts.cctas for m in c.cad_rads_modifiers} & {"S", "G"})
+    for order in ffrct_orders(facts, data):
+        evidence: list[str] = []
+        device_codes = devices.matches(sorted(order.reason_codes)) + [
+            code for d in facts.diagnoses for code in devices.matches(sorted(d.codes))
+        ]
+        evidence += sorted({f"history of {_device(c)} ({_icd(c)})" for c in device_codes})
+        evidence += [MODIFIER_LABELS[m] for m in modifiers]
+        stated_mi = acute_mi.matches(sorted(order.reason_codes))
+        if stated_mi:
+            evidence.append(f"acute MI stated as the reason ({_icd(stated_mi[0])})")
+        for diagnosis in facts.diagnoses:
+            mi = acute_mi.matches(sorted(diagnosis.codes))
+            onset = diagnosis.onset
+            if mi and onset and timedelta(0) <= order.service_date - onset <= window:
+                evidence.append(f"acute MI ({_icd(mi[0])}) on {onset.isoformat()}")
+        if not evidence:
+            continue
+        yield Finding(
+            topic="ffrct-excluded-history",
+            order_refs=(order.ref,),
+            details={
+                "order": _label(order),
+                "history": "; ".join(dict.fromkeys(evidence)),
+                "first": evidence[0],
+            },
+        )
+
+
+def _icd(code: Code) -> str:
+    """ICD-10-CM codes are stored without the dot; show them as clinicians write them."""
+    if code.system == "icd10cm" and len(code.code) > 3:
+        return f"{code.code[:3]}.{code.code[3:]}"
+    return code.code
+
+
+def _device(code: Code) -> str:
+    return "coronary bypass graft" if code.code.startswith("Z951") else "coronary stent"
+
+
+# -- duplicates -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prior:
+    """An FFR-CT already on file: an order, a performed procedure or a final report."""
+
+    ref: str
+    day: date | None
+    links: frozenset[str]
+    label: str
+
+
+def _priors(facts: Facts, data: RuleData) -> list[_Prior]:
+    priors = [
+        _Prior(o.ref, o.service_date, o.linked_refs, f"an {o.status} FFR-CT order ({o.ref})")
+        for o in facts.existing_orders
+        if is_ffrct(o, data) and o.status in ACTIVE_ORDER_STATUSES
+    ]
+    priors += [
+        _Prior(s.ref, s.performed, s.linked_refs, _study_label(s))
+        for s in facts.performed
+        if _is_ffrct_study(s, data)
+    ]
+    return priors
+
+
+def _is_ffrct_study(study: PerformedStudy, data: RuleData) -> bool:
+    codes = study.codes
+    if not (data.codes("ffrct").any_in(codes) or data.codes("ffrct_legacy").any_in(codes)):
+        return False
+    if study.kind == "procedure":
+        return study.status == "completed"
+    return study.kind == "report" and study.status in FINAL_REPORT_STATUSES
+
+
+def _study_label(study: PerformedStudy) -> str:
+    when = study.performed.isoformat() if study.performed else "an unknown date"
+    what = "performed" if study.kind == "procedure" else "reported"
+    return f"an FFR-CT {what} on {when} ({study.ref})"
+
+
+def _same_ccta(
+    prior_links: frozenset[str],
+    prior_day: date | None,
+    target: CctaTarget | None,
+    order: Order,
+    facts: Facts,
+) -> bool:
+    """Same CCTA: linked to it, or (no link to any known CCTA) dated on/after it."""
+    if prior_links & order.linked_refs:
+        return True  # both name the same resource (a CCTA we may not even have)
+    if target is None:
+        return False
+    if prior_links & target.aliases:
+        return True
+    known = {a for c in facts.cctas for a in c.aliases | {c.ref}}
+    if prior_links & known:
+        return False  # explicitly for another CCTA
+    return prior_day is not None and target.day is not None and prior_day >= target.day
+
+
+def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """Another FFR-CT for the same CCTA: 75580 is billed once per CCTA (seed).
+
+    The other FFR-CT is an active/on-hold/completed order on file, a completed Procedure, a
+    final/amended/corrected report, or another FFR-CT draft in this order set. "Same CCTA": see
+    `_same_ccta` and `target_ccta`. Two drafts for the same CCTA give one card, on the later
+    draft, suggesting deleting it; on order-select the card is on the selected order.
+    """
+    orders = [o for o in facts.draft_orders if is_ffrct(o, data)]
+    focus = {o.ref for o in ffrct_orders(facts, data)}
+    priors = _priors(facts, data)
+    targets = {o.ref: target_ccta(o, facts, data) for o in orders}
+    for index, order in enumerate(orders):
+        if order.ref not in focus:
+            continue
+        target = targets[order.ref]
+        prior = next((p for p in priors if _same_ccta(p.links, p.day, target, order, facts)), None)
+        if prior is not None:
+            yield _duplicate_finding(order, order, prior.ref, prior.label)
+            continue
+        twins = [
+            other
+            for other in orders
+            if other.ref != order.ref and _same_target(targets[other.ref], target)
+        ]
+        earlier = [t for t in twins if orders.index(t) < index]
+        if earlier:
+            yield _duplicate_finding(order, order, earlier[0].ref, "another FFR-CT in this order")
+            continue
+        later_unfocused = [t for t in twins if t.ref not in focus]
+        if later_unfocused:
+            twin = later_unfocused[0]
+            yield _duplicate_finding(order, twin, twin.ref, "another FFR-CT in this order")
+
+
+def _same_target(a: CctaTarget | None, b: CctaTarget | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(a.aliases & b.aliases)
+
+
+def _duplicate_finding(order: Order, remove: Order, other_ref: str, other: str) -> Finding:
+    refs = tuple(dict.fromkeys((order.ref, remove.ref, other_ref)))
+    return Finding(
+        topic="ffrct-duplicate",
+        order_refs=refs,
+        details={"order": _label(remove), "other": other},
+        actions=(ProposedAction(kind="delete-order", order_ref=remove.ref),),
+    )
