@@ -1,0 +1,274 @@
+"""Da Vinci CRD coverage information: values per rules.md §5, invariants, whole-order update."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from service.facts.model import Code, CoverageFacts, Facts, Order, PayerKind, PerformedStudy
+from service.render.coverage_info import COVERAGE_INFO_URL, coverage_actions
+from service.rules.catalogue import RuleData, load_rule_data
+from service.rules.coverage import CoverageAssessment, assess_coverage
+from service.rules.engine import evaluate
+from service.rules.findings import Finding
+
+DOS = date(2026, 12, 1)
+CAC = Code("cpt", "75571")
+FFRCT = Code("cpt", "75580")
+CCTA = Code("cpt", "75574")
+WARNING_TOPICS = {"ffrct-symptoms-missing", "ffrct-ccta-missing", "cac-risk-factor-missing"}
+
+
+@pytest.fixture(scope="module")
+def data() -> RuleData:
+    return load_rule_data()
+
+
+def order(ref: str, code: Code, **kw: Any) -> Order:
+    return Order(
+        ref=ref,
+        codes=frozenset({code}),
+        reason_codes=frozenset(kw.pop("reasons", ())),
+        status="draft",
+        origin="draft",
+        service_date=kw.pop("service_date", DOS),
+        **kw,
+    )
+
+
+def facts(kind: PayerKind | None, profile: str | None, *orders: Order, **kw: Any) -> Facts:
+    cov = (
+        CoverageFacts("Coverage/c1", kind, profile, None, kw.pop("state", None), "test")
+        if kind
+        else None
+    )
+    return Facts(
+        hook=kw.pop("hook", "order-sign"),
+        today=DOS,
+        patient_ref="Patient/p1",
+        patient_state=cov.state if cov else None,
+        draft_orders=orders,
+        coverage=cov,
+        **kw,
+    )
+
+
+def assess(
+    f: Facts, data: RuleData, extra: tuple[Finding, ...] = ()
+) -> dict[str, CoverageAssessment]:
+    # FFR-CT findings come only from `extra`: the tests say which criterion is missing.
+    findings = [*(x for x in evaluate(f, data) if not x.topic.startswith("ffrct-")), *extra]
+    return {a.order_ref: a for a in assess_coverage(f, findings, data, WARNING_TOPICS.__contains__)}
+
+
+def test_cac_original_medicare_is_not_covered(data: RuleData) -> None:
+    a = assess(facts("original-medicare", "original-medicare", order("SR/cac", CAC)), data)
+    got = a["SR/cac"]
+    assert got.covered == "not-covered"
+    assert got.pa_needed is None  # q2
+    assert got.billing_codes == (CAC,)
+    assert "ABN" in got.reasons[0]
+
+
+def test_ffrct_documented_medicare_is_covered_no_auth_with_same_day_ccta(data: RuleData) -> None:
+    f = facts(
+        "original-medicare",
+        "original-medicare",
+        order("SR/ffr", FFRCT),
+        order("SR/ccta", CCTA),
+    )
+    got = assess(f, data)["SR/ffr"]
+    assert (got.covered, got.pa_needed) == ("covered", "no-auth")
+    assert got.billing_codes == (FFRCT, CCTA)
+    assert got.doc_needed == () and got.info_needed == ()
+    assert "SR/ccta" not in assess(f, data)  # the CCTA itself is not in scope
+
+
+def test_ffrct_ccta_on_another_day_or_already_performed(data: RuleData) -> None:
+    other_day = facts(
+        "original-medicare",
+        "original-medicare",
+        order("SR/ffr", FFRCT),
+        order("SR/ccta", CCTA, service_date=date(2026, 11, 30)),
+    )
+    assert assess(other_day, data)["SR/ffr"].billing_codes == (FFRCT,)
+    performed = replace(
+        other_day,
+        draft_orders=other_day.draft_orders[:1],
+        performed=(
+            PerformedStudy("Procedure/p", "procedure", frozenset({CCTA}), "completed", DOS),
+        ),
+    )
+    assert assess(performed, data)["SR/ffr"].billing_codes == (FFRCT, CCTA)
+
+
+def test_ffrct_missing_criterion_is_conditional_with_doc_needed(data: RuleData) -> None:
+    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT))
+    missing = Finding(topic="ffrct-symptoms-missing", order_refs=("SR/ffr",))
+    got = assess(f, data, (missing,))["SR/ffr"]
+    assert got.covered == "conditional"
+    assert got.doc_needed == ("clinical",)
+    assert got.doc_purpose == ("withorder",)
+    assert got.info_needed == ("OTH",)
+    assert "cardiac symptoms" in got.reasons[0]
+    info_only = Finding(topic="ffrct-bmi-missing", order_refs=("SR/ffr",))
+    assert assess(f, data, (info_only,))["SR/ffr"].covered == "covered"
+
+
+def test_order_select_never_asks_for_documentation(data: RuleData) -> None:
+    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT), hook="order-select")
+    missing = Finding(topic="ffrct-symptoms-missing", order_refs=("SR/ffr",))
+    got = assess(f, data, (missing,))["SR/ffr"]
+    assert got.covered == "conditional"
+    assert got.doc_needed == () and got.doc_purpose == ()
+    assert got.info_needed == ("OTH",) and got.reasons
+
+
+def test_medicare_advantage_cac(data: RuleData) -> None:
+    got = assess(facts("medicare-advantage", "medicare-advantage", order("SR/c", CAC)), data)
+    assert got["SR/c"].covered == "conditional"
+    assert got["SR/c"].info_needed == ("OTH",)
+    assert "supplemental benefit" in got["SR/c"].reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("state", "pa_needed"), [("WI", "auth-needed"), (None, "conditional"), ("MN", None)]
+)
+def test_prior_auth_values(data: RuleData, state: str | None, pa_needed: str | None) -> None:
+    cac_order = order("SR/c", CAC, reasons=(Code("icd10cm", "E785"),))
+    got = assess(facts("commercial", "anthem-aim", cac_order, state=state), data)["SR/c"]
+    assert got.covered == "conditional"
+    assert got.pa_needed == pa_needed
+    assert got.info_needed == ("OTH",)  # conditional coverage (medical policy)
+
+
+def test_evicore_ffrct_auth_needed(data: RuleData) -> None:
+    got = assess(facts("commercial", "evicore-delegated", order("SR/f", FFRCT)), data)["SR/f"]
+    assert (got.covered, got.pa_needed) == ("conditional", "auth-needed")
+
+
+def test_screening_denial_is_not_covered_without_pa(data: RuleData) -> None:
+    cac_order = order("SR/c", CAC, reasons=(Code("icd10cm", "Z136"),))
+    got = assess(facts("commercial", "horizon-bcbs-nj", cac_order), data)["SR/c"]
+    assert got.covered == "not-covered" and got.pa_needed is None
+
+
+def test_no_coverage_no_assessment(data: RuleData) -> None:
+    assert assess(facts(None, None, order("SR/c", CAC)), data) == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"covered": "not-covered", "pa_needed": "auth-needed"}, "q2"),
+        ({"covered": "conditional"}, "q3"),
+        ({"covered": "covered", "pa_needed": "conditional"}, "q3"),
+        ({"covered": "covered", "info_needed": ("OTH",)}, "q6"),
+        ({"covered": "covered", "reasons": (" ",)}, "q7"),
+        (
+            {"covered": "covered", "doc_needed": ("clinical",), "doc_purpose": ("withorder",)},
+            "q8",
+        ),
+        (
+            {
+                "covered": "covered",
+                "pa_needed": "satisfied",
+                "doc_needed": ("admin",),
+                "doc_purpose": ("withpa",),
+                "reasons": ("r",),
+            },
+            "q4",
+        ),
+    ],
+)
+def test_invariants_are_enforced(kwargs: dict[str, Any], rule: str) -> None:
+    with pytest.raises(ValueError, match=rule):
+        CoverageAssessment(order_ref="SR/x", coverage_ref="Coverage/c", **kwargs)
+
+
+def draft(order_id: str, cpt: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": order_id,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": cpt}]},
+        "occurrenceDateTime": "2026-12-01",
+        **extra,
+    }
+
+
+def test_rendered_update_is_the_whole_order_plus_the_extension(data: RuleData) -> None:
+    other_payer = {
+        "url": COVERAGE_INFO_URL,
+        "extension": [{"url": "coverage", "valueReference": {"reference": "Coverage/other"}}],
+    }
+    stale = {
+        "url": COVERAGE_INFO_URL,
+        "extension": [{"url": "coverage", "valueReference": {"reference": "Coverage/c1"}}],
+    }
+    raw = draft(
+        "ffr",
+        "75580",
+        note=[{"text": "keep me"}],
+        extension=[other_payer, stale, {"url": "http://example.org/x", "valueString": "y"}],
+    )
+    f = facts("original-medicare", "original-medicare", order("ServiceRequest/ffr", FFRCT))
+    ids = (f"id-{i}" for i in itertools.count())
+    actions, assertion_ids = coverage_actions(
+        assess_coverage(f, [], data, WARNING_TOPICS.__contains__),
+        {"ServiceRequest/ffr": raw},
+        {"ServiceRequest/ffr": "FFR-CT"},
+        data,
+        today=DOS,
+        new_uuid=lambda: next(ids),
+    )
+    assert assertion_ids == ["id-0"]
+    action = actions[0].wire()
+    assert action["type"] == "update"
+    assert action["description"] == "Coverage information for FFR-CT: covered"
+    resource = action["resource"]
+    ServiceRequest.model_validate(resource)  # still valid R4
+    assert {k: v for k, v in resource.items() if k != "extension"} == {
+        k: v for k, v in raw.items() if k != "extension"
+    }
+    assert raw["extension"][1] is stale  # the input is not modified
+    urls = [e["url"] for e in resource["extension"]]
+    assert urls == [COVERAGE_INFO_URL, "http://example.org/x", COVERAGE_INFO_URL]
+    ours = resource["extension"][-1]["extension"]
+    assert [p["url"] for p in ours] == [
+        "coverage",
+        "covered",
+        "pa-needed",
+        "billingCode",
+        "date",
+        "coverage-assertion-id",
+    ]
+    assert ours[0] == {"url": "coverage", "valueReference": {"reference": "Coverage/c1"}}
+    assert ours[3]["valueCoding"] == {"system": "http://www.ama-assn.org/go/cpt", "code": "75580"}
+    assert ours[4] == {"url": "date", "valueDate": "2026-12-01"}
+    assert ours[5] == {"url": "coverage-assertion-id", "valueString": "id-0"}
+
+
+def test_rendered_conditional_has_text_reasons(data: RuleData) -> None:
+    f = facts("medicare-advantage", "medicare-advantage", order("ServiceRequest/c", CAC))
+    actions, _ = coverage_actions(
+        assess_coverage(f, [], data, WARNING_TOPICS.__contains__),
+        {"ServiceRequest/c": draft("c", "75571")},
+        {},
+        data,
+        today=DOS,
+        new_uuid=lambda: "only-id",
+    )
+    ext = actions[0].wire()["resource"]["extension"][0]["extension"]
+    by_url = {p["url"]: p for p in ext}
+    assert by_url["covered"]["valueCode"] == "conditional"
+    assert by_url["info-needed"]["valueCode"] == "OTH"
+    assert set(by_url["reason"]["valueCodeableConcept"]) == {"text"}
+    ServiceRequest.model_validate(actions[0].wire()["resource"])

@@ -1,0 +1,212 @@
+"""CAC coverage rules, prior auth, coverage-missing and cost, on Facts built directly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pytest
+
+from service.facts.model import Code, CoverageFacts, DataGap, Diagnosis, Facts, Order, PayerKind
+from service.rules import cac, coverage
+from service.rules.catalogue import RuleData, load_rule_data
+from service.rules.engine import evaluate
+
+DOS = date(2026, 12, 1)
+CAC = Code("cpt", "75571")
+S8092 = Code("hcpcs", "S8092")
+FFRCT = Code("cpt", "75580")
+E785 = Code("icd10cm", "E785")
+R079 = Code("icd10cm", "R079")
+Z136 = Code("icd10cm", "Z136")
+
+
+@pytest.fixture(scope="module")
+def data() -> RuleData:
+    return load_rule_data()
+
+
+def order(ref: str = "ServiceRequest/o1", *codes: Code, reasons: tuple[Code, ...] = ()) -> Order:
+    return Order(
+        ref=ref,
+        codes=frozenset(codes or (CAC,)),
+        reason_codes=frozenset(reasons),
+        status="draft",
+        origin="draft",
+        service_date=DOS,
+        display="Calcium score",
+    )
+
+
+def payer(kind: PayerKind, profile: str | None) -> CoverageFacts:
+    return CoverageFacts(
+        ref="Coverage/c1",
+        payer_kind=kind,
+        payer_profile=profile,
+        payer_name=None,
+        state=None,
+        why="test",
+    )
+
+
+def facts(
+    kind: PayerKind | None = "original-medicare",
+    profile: str | None = "original-medicare",
+    *orders: Order,
+    **kwargs: Any,
+) -> Facts:
+    return Facts(
+        hook=kwargs.pop("hook", "order-sign"),
+        today=DOS,
+        patient_ref="Patient/p1",
+        patient_state=kwargs.pop("state", None),
+        draft_orders=orders or (order(),),
+        coverage=payer(kind, profile) if kind else None,
+        **kwargs,
+    )
+
+
+def topics(f: Facts, data: RuleData) -> list[str]:
+    """Card topics the engine yields, without cost-estimate (on only when the EHR asks)."""
+    return sorted(x.topic for x in evaluate(f, data) if x.topic != "cost-estimate")
+
+
+def test_abn_for_original_medicare_on_75571_and_s8092(data: RuleData) -> None:
+    f = facts(
+        "original-medicare",
+        "original-medicare",
+        order("ServiceRequest/a", CAC),
+        order("ServiceRequest/b", S8092),
+        order("ServiceRequest/c", FFRCT),
+    )
+    found = list(cac.abn_required(f, data))
+    assert [x.order_refs for x in found] == [("ServiceRequest/a",), ("ServiceRequest/b",)]
+    assert found[0].actions[0].kind == "create-abn-task"
+    assert found[1].details["code"] == "S8092"
+    assert "$75-$150" in found[0].details["self_pay"]
+
+
+@pytest.mark.parametrize(
+    "kind", ["medicare-advantage", "medicare-unknown", "commercial", "medicaid", "unknown"]
+)
+def test_no_abn_unless_original_medicare(data: RuleData, kind: PayerKind) -> None:
+    assert list(cac.abn_required(facts(kind, None), data)) == []
+
+
+def test_abn_not_on_unselected_orders(data: RuleData) -> None:
+    unselected = replace(order(), selected=False)
+    assert (
+        list(cac.abn_required(facts("original-medicare", "original-medicare", unselected), data))
+        == []
+    )
+
+
+def test_medicare_advantage_info(data: RuleData) -> None:
+    assert topics(facts("medicare-advantage", "medicare-advantage"), data) == [
+        "cac-medicare-advantage"
+    ]
+
+
+def test_medicare_unknown_asserts_nothing(data: RuleData) -> None:
+    assert topics(facts("medicare-unknown", None), data) == []
+
+
+@pytest.mark.parametrize(
+    ("reasons", "diagnoses", "fires"),
+    [
+        ((), (), True),
+        ((Z136,), (), True),  # screening alone does not establish necessity
+        ((E785,), (), False),
+        ((), (Code("icd10cm", "Z8249"),), False),
+        ((), (Code("icd10cm", "E119"),), False),
+        ((), (Code("icd10cm", "I10"),), False),
+    ],
+)
+def test_risk_factor_missing(
+    data: RuleData, reasons: tuple[Code, ...], diagnoses: tuple[Code, ...], fires: bool
+) -> None:
+    dx = tuple(Diagnosis(f"Condition/{i}", frozenset({c}), None) for i, c in enumerate(diagnoses))
+    f = facts("commercial", "bcbs-kansas", order(reasons=reasons), diagnoses=dx)
+    assert bool(list(cac.risk_factor_missing(f, data))) is fires
+
+
+def test_risk_factor_skipped_when_conditions_unavailable(data: RuleData) -> None:
+    f = facts("commercial", "bcbs-kansas", gaps=(DataGap("conditions", "timed out"),))
+    assert list(cac.risk_factor_missing(f, data)) == []
+    unresolved = replace(order(), reasons_unresolved=True)
+    assert list(cac.risk_factor_missing(facts("commercial", "bcbs-kansas", unresolved), data)) == []
+
+
+def test_risk_factor_only_for_commercial(data: RuleData) -> None:
+    assert list(cac.risk_factor_missing(facts("medicaid", "medicaid"), data)) == []
+    assert list(cac.risk_factor_missing(facts("commercial", None), data)) != []
+
+
+@pytest.mark.parametrize(
+    ("reasons", "gaps", "fires"),
+    [
+        ((Z136,), (), True),
+        ((), (), True),  # no symptom documented anywhere
+        ((R079,), (), False),
+        ((Z136, R079), (), False),
+        ((), (DataGap("conditions", "x"),), False),  # unknown, not assumed
+        ((Z136,), (DataGap("conditions", "x"),), True),  # stated screening
+    ],
+)
+def test_screening_not_covered_horizon(
+    data: RuleData, reasons: tuple[Code, ...], gaps: tuple[DataGap, ...], fires: bool
+) -> None:
+    f = facts("commercial", "horizon-bcbs-nj", order(reasons=reasons), gaps=gaps)
+    assert bool(list(cac.screening_not_covered(f, data))) is fires
+
+
+def test_screening_policy_only_for_payers_that_deny_it(data: RuleData) -> None:
+    f = facts("commercial", "bcbs-kansas", order(reasons=(Z136,)))
+    assert list(cac.screening_not_covered(f, data)) == []
+
+
+@pytest.mark.parametrize(("state", "fires"), [("WI", True), ("MN", False), (None, False)])
+def test_prior_auth_anthem_is_state_specific(
+    data: RuleData, state: str | None, fires: bool
+) -> None:
+    f = facts("commercial", "anthem-aim", order(reasons=(E785,)), state=state)
+    found = list(coverage.prior_auth_required(f, data))
+    assert bool(found) is fires
+    if fires:
+        assert found[0].details["reviewer"] == "AIM Specialty Health"
+
+
+def test_prior_auth_evicore_profile_covers_ffrct_too(data: RuleData) -> None:
+    f = facts(
+        "commercial",
+        "evicore-delegated",
+        order("ServiceRequest/a", CAC, reasons=(E785,)),
+        order("ServiceRequest/b", FFRCT),
+        order("ServiceRequest/c", Code("cpt", "0501T")),
+    )
+    refs = [x.order_refs for x in coverage.prior_auth_required(f, data)]
+    assert refs == [("ServiceRequest/a",), ("ServiceRequest/b",), ("ServiceRequest/c",)]
+
+
+def test_coverage_missing(data: RuleData) -> None:
+    assert topics(facts(None, None), data) == ["coverage-missing"]
+    unknown = facts(None, None, coverage_known=False)
+    assert topics(unknown, data) == []
+    non_cardiac = facts(None, None, order("ServiceRequest/x", Code("cpt", "71045")))
+    assert topics(non_cardiac, data) == []
+
+
+def test_cost_estimate(data: RuleData) -> None:
+    f = facts(
+        "original-medicare",
+        "original-medicare",
+        order("ServiceRequest/a", CAC),
+        order("ServiceRequest/b", FFRCT),
+    )
+    found = {x.order_refs[0]: x.details["estimate"] for x in coverage.cost_estimate(f, data)}
+    assert found["ServiceRequest/a"] == "patient self-pay typically $75-$150"
+    assert found["ServiceRequest/b"] == (
+        "expected payment $997.22; minimum patient co-payment $199.45"
+    )
+    assert list(coverage.cost_estimate(facts("commercial", "bcbs-kansas"), data)) == []
