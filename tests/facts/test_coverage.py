@@ -244,19 +244,13 @@ def test_contained_organization_and_plan_name(rule_data: RuleData) -> None:
         contained=[{"resourceType": "Organization", "id": "org", "name": "BCBSKS"}],
     )
     assert facts_for(rule_data, [cov]).primary.payer_profile == "bcbs-kansas"
-    plan = coverage(
-        "c2",
-        payor={"display": "Unknown TPA"},
-        **{
-            "class": [
-                {
-                    "type": {"coding": [{"code": "plan"}]},
-                    "value": "HZN-PPO",
-                    "name": "Horizon BCBSNJ OMNIA",
-                }
-            ]
-        },
-    )
+    plan_class: dict[str, Any] = {
+        "type": {"coding": [{"code": "plan"}]},
+        "value": "HZN-PPO",
+        "name": "Horizon BCBSNJ OMNIA",
+    }
+    plan = coverage("c2", payor={"display": "Unknown TPA"})
+    plan["class"] = [plan_class]
     assert facts_for(rule_data, [plan]).primary.payer_profile == "horizon-bcbs-nj"
 
 
