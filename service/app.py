@@ -10,7 +10,8 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import errors
+from service.api import admin, errors
+from service.api.audit_trail import AuditTrail
 from service.api.limits import BodySizeLimit
 from service.api.routes import router
 from service.cdshooks.discovery import ServiceRegistry
@@ -18,6 +19,7 @@ from service.config import Settings
 from service.pipeline import Knowledge
 from service.runtime import Runtime
 from service.security.auth import build_authenticator
+from service.storage.service import Persistence
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,15 @@ def create_app(
         authenticator=authenticator,
         http=http,
     )
+    persistence = Persistence(settings.storage)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await persistence.start()  # migrations; a database that is down is not fatal
         try:
             yield
         finally:
+            await persistence.stop()
             await http.aclose()
             await authenticator.aclose()
             await jwks_http.aclose()
@@ -73,9 +78,13 @@ def create_app(
         openapi_url=None,
     )
     app.state.runtime = runtime
+    app.state.persistence = persistence
     errors.install(app)
     app.include_router(router)
+    app.include_router(admin.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    # Outside the size limit, so 413s are audited too.
+    app.add_middleware(AuditTrail, sink=persistence.audit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors.origins),

@@ -110,6 +110,17 @@ class StorageSettings(_Section):
         default=2555, ge=1
     )  # ~7 years, a common payer-dispute horizon
     audit_queue_size: int = Field(default=10_000, ge=100)
+    # Audit records written per transaction by the background writer.
+    audit_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Longest wait between write attempts while the database is unreachable.
+    retry_max_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("storage.url must be sqlite:///path or postgresql+psycopg://...")
+        return value
 
 
 class CacheSettings(_Section):

@@ -87,6 +87,10 @@ class Evaluation:
     response: HookResponse
     issued: tuple[IssuedCard, ...]
     coverage_assertion_ids: tuple[str, ...] = ()
+    # For the audit trail: the payer directory row of the primary coverage, and where each
+    # prefetch key's data came from ("prefetch" | "fetched" | "null" | "unavailable").
+    payer_profile: str | None = None
+    data_sources: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_drafts(draft_bundle: Mapping[str, Any]) -> tuple[list[DraftOrder], list[DataGap]]:
@@ -174,6 +178,8 @@ def run(
         HookResponse(cards=cards, systemActions=system_actions or None),
         tuple(issued),
         tuple(assertion_ids),
+        payer_profile=facts.coverage.payer_profile if facts.coverage else None,
+        data_sources=dict(data.provenance),
     )
 
 

@@ -14,7 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from service.api.audit_trail import call_note
 from service.api.errors import ProblemError, describe_validation
+from service.api.feedback_items import store_feedback
 from service.cdshooks.models import FeedbackRequest, HookRequest, OrderContext
 from service.runtime import Runtime
 from service.security.auth import Caller, Unauthorized
@@ -72,7 +74,10 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
     if service is None:
         raise ProblemError(404, f"no CDS service with id {service_id!r}")
     caller = await _authenticate(request)
+    note = call_note(request)  # the audit record of this call
+    note.client_iss = caller.issuer
     raw = await _json_body(request)
+    note.read_request(raw)
     if not isinstance(raw, dict):
         raise ProblemError(400, "request body must be a JSON object")
     try:
@@ -87,6 +92,7 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
     if hook_request.hook == "order-select" and not hook_request.context.get("selections"):
         raise ProblemError(400, "context.selections is required for order-select")
     evaluation = await runtime.answer(service, hook_request, caller)
+    note.evaluation = evaluation
     log.info(
         "hook=%s service=%s cards=%d topics=%s ms=%.1f",
         hook_request.hook,
@@ -104,7 +110,7 @@ async def feedback(service_id: str, request: Request) -> JSONResponse:
     runtime = _runtime(request)
     if runtime.services.get(service_id) is None:
         raise ProblemError(404, f"no CDS service with id {service_id!r}")
-    await _authenticate(request)
+    caller = await _authenticate(request)
     raw = await _json_body(request)
     if not isinstance(raw, dict):
         raise ProblemError(400, "request body must be a JSON object with a feedback array")
@@ -112,7 +118,6 @@ async def feedback(service_id: str, request: Request) -> JSONResponse:
         parsed = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:
         raise ProblemError(400, describe_validation(exc.errors())) from None
-    for item in parsed.feedback:
-        if item.outcome == "accepted" and not item.acceptedSuggestions:
-            raise ProblemError(400, "feedback.acceptedSuggestions is required when accepted")
-    return JSONResponse({"received": len(parsed.feedback)})
+    # Answered only once the items are committed (503 if the database cannot take them).
+    stored = await store_feedback(request, service_id, caller.issuer, parsed)
+    return JSONResponse({"received": len(parsed.feedback), **stored})
