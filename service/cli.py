@@ -74,18 +74,36 @@ def evaluate(
     config: ConfigOption = None,
     service_id: Annotated[str | None, typer.Option("--service", help="Service id")] = None,
     raw: Annotated[bool, typer.Option("--json", help="Print the response JSON only")] = False,
+    today: Annotated[
+        str | None,
+        typer.Option(
+            "--today",
+            help="Evaluate as of this date (YYYY-MM-DD); default: a scenario file's `today`, "
+            "else the system date",
+        ),
+    ] = None,
 ) -> None:
-    """Run one CDS Hooks request offline (prefetch only, no network) and print the answer."""
-    from service.offline import evaluate_file, render_text
+    """Run one CDS Hooks request or scenario file offline (prefetch only, no network)."""
+    from datetime import date
+
+    from service.offline import evaluate_file, read_request_file, render_scenario, render_text
 
     settings = _settings(config)
     _configure_logging("WARNING")
     try:
-        response = asyncio.run(evaluate_file(settings, request_file, service_id))
+        as_of = date.fromisoformat(today) if today else None
+        file = read_request_file(request_file)
+        as_of = as_of or file.today or date.today()
+        response = asyncio.run(evaluate_file(settings, request_file, service_id, as_of))
     except ValueError as exc:
         typer.echo(f"cannot evaluate {request_file}: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(response, indent=2) if raw else render_text(response))
+    if raw:
+        typer.echo(json.dumps(response, indent=2))
+    elif file.scenario is not None:
+        typer.echo(render_scenario(file, response, as_of))
+    else:
+        typer.echo(render_text(response))
 
 
 @app.command("check-config")

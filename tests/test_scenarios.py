@@ -1,0 +1,241 @@
+"""Golden scenarios: every fhir_fixtures/scenarios/*.json through the HTTP API, twice.
+
+(a) with the full prefetch the file carries; (b) with `prefetch` removed, the same resources in a
+real SEKMET FHIR server and `fhirServer` + `fhirAuthorization` pointing at it. Both must give the
+topics and CRD coverage information the file expects: the prefetch in a scenario is exactly what
+the discovery templates would return, so the two paths must agree.
+
+Each scenario gets a fresh in-memory SEKMET server (~20 ms to start): scenario files may reuse ids
+across files, and a fresh server can never leak one scenario's data into another.
+Format: fhir_fixtures/README.md and the scenario format note in the project brief.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.cdshooks.discovery import ServiceRegistry
+from service.config import load_settings
+from service.offline import coverage_summary, scenario_resources
+from service.pipeline import Knowledge
+from tests.conftest import SERVICE_BASE
+from tests.support.conformance import assert_conformant_response, topics
+from tests.support.fhir_server import FHIR_BASE, running_fhir_server
+
+IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "scenarios"
+SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
+SCENARIO_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+KINDS = {"positive", "negative", "edge"}
+PREFETCH_KEYS = set(ServiceRegistry().document.services[0].prefetch or {})
+KNOWN_TOPICS = set(Knowledge.load().rule_data.rules)
+SERVER_TYPES = {
+    "Patient",
+    "Coverage",
+    "Condition",
+    "Observation",
+    "DiagnosticReport",
+    "Procedure",
+    "ImagingStudy",
+    "ServiceRequest",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return copy.deepcopy(self.data["request"])
+
+    @property
+    def url(self) -> str:
+        return f"/cds-services/cardiac-ct-{self.data['request']['hook']}"
+
+
+def _scenario_params() -> list[Any]:
+    return [pytest.param(path, id=path.stem) for path in SCENARIO_FILES]
+
+
+def load(path: Path) -> Scenario:
+    return Scenario(path, json.loads(path.read_text(encoding="utf-8")))
+
+
+# --- the files themselves ----------------------------------------------------------------
+
+
+def test_there_are_scenarios() -> None:
+    assert SCENARIO_FILES, f"no scenario files in {SCENARIO_DIR}"
+
+
+@pytest.mark.parametrize("path", _scenario_params())
+def test_scenario_file_is_well_formed(path: Path) -> None:
+    scenario = load(path)  # valid JSON, or this raises with the position
+    data = scenario.data
+    assert SCENARIO_ID.match(path.stem), "file name must be a kebab-case scenario id"
+    missing = {"title", "topic", "kind", "today", "request", "expect"} - set(data)
+    assert not missing, f"missing fields {sorted(missing)}"
+    assert data["kind"] in KINDS, data["kind"]
+    assert data["topic"] in KNOWN_TOPICS | {"clean", "protocol"}, data["topic"]
+    date.fromisoformat(data["today"])
+    request, expect = data["request"], data["expect"]
+    assert request["hook"] in {"order-sign", "order-select"}
+    assert set(request["prefetch"]) == PREFETCH_KEYS, "prefetch must carry all 8 keys"
+    assert isinstance(expect["topics"], list)
+    assert expect["topics"] == sorted(expect["topics"]), "expect.topics must be sorted"
+    assert set(expect["topics"]) <= KNOWN_TOPICS, set(expect["topics"]) - KNOWN_TOPICS
+    for ref, values in (expect.get("coverage") or {}).items():
+        assert re.fullmatch(r"[A-Za-z]+/[\w\-.]+", ref), ref
+        assert values is None or isinstance(values, dict), ref
+
+
+@pytest.mark.parametrize("path", _scenario_params())
+def test_scenario_resources_are_valid_r4(path: Path) -> None:
+    scenario = load(path)
+    request = scenario.data["request"]
+    drafts = [e["resource"] for e in request["context"]["draftOrders"].get("entry", [])]
+    on_server = scenario_resources(request)
+    seen: set[str] = set()
+    for resource in [*drafts, *on_server]:
+        kind, rid = resource["resourceType"], resource.get("id")
+        assert rid, f"a {kind} without id"
+        assert rid not in seen, f"id {rid!r} used twice in the scenario"
+        seen.add(rid)
+        try:
+            get_fhir_model_class(kind).model_validate(resource)
+        except ValidationError as exc:
+            pytest.fail(f"{kind}/{rid} is not valid R4: {exc}")
+    for resource in on_server:
+        assert resource["resourceType"] in SERVER_TYPES, resource["resourceType"]
+    patient_id = request["context"]["patientId"]
+    patient = request["prefetch"]["patient"]
+    assert patient is None or patient["id"] == patient_id, "prefetch.patient is another patient"
+    for resource in on_server:
+        subject = resource.get("subject") or resource.get("beneficiary") or {}
+        if subject.get("reference", "").startswith("Patient/"):
+            assert subject["reference"] == f"Patient/{patient_id}", f"{resource['id']}: {subject}"
+
+
+def test_patient_ids_are_unique_across_scenarios() -> None:
+    owners: dict[str, str] = {}
+    for path in SCENARIO_FILES:
+        patient_id = load(path).data["request"]["context"]["patientId"]
+        assert patient_id not in owners, f"{path.stem} reuses {patient_id} of {owners[patient_id]}"
+        owners[patient_id] = path.stem
+
+
+# --- through the API ---------------------------------------------------------------------
+
+
+class _CurrentFhirServer(httpx.AsyncBaseTransport):
+    """Routes the service's FHIR calls to the SEKMET server of the scenario being run."""
+
+    target: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert self.target is not None, "no FHIR server for this scenario"
+        return await self.target.handle_async_request(request)
+
+
+@dataclass
+class Service:
+    app: Any
+    client: httpx.AsyncClient
+    fhir: _CurrentFhirServer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def service(tmp_path_factory: Any) -> AsyncIterator[Service]:
+    tmp = tmp_path_factory.mktemp("scenarios")
+    settings = load_settings(
+        None,
+        public_base_url=SERVICE_BASE,
+        environment="test",
+        state_dir=str(tmp / "var"),
+        storage={"url": f"sqlite:///{tmp}/test.db"},
+        auth={"enabled": False, "unauthenticated_fhir_servers": [{"base_url": FHIR_BASE}]},
+    )
+    fhir = _CurrentFhirServer()
+    app = create_app(settings, fhir_transport=fhir)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=SERVICE_BASE) as client,
+    ):
+        yield Service(app, client, fhir)
+
+
+async def _answer(service: Service, scenario: Scenario, request: dict[str, Any]) -> dict[str, Any]:
+    today = date.fromisoformat(scenario.data["today"])
+    service.app.state.runtime.today = lambda: today
+    response = await service.client.post(scenario.url, json=request)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert_conformant_response(body)
+    return body
+
+
+def assert_expected(scenario: Scenario, body: dict[str, Any], how: str) -> None:
+    expect = scenario.data["expect"]
+    assert sorted(topics(body)) == expect["topics"], f"{scenario.name} ({how}): card topics"
+    actual = coverage_summary(body)
+    for ref, wanted in (expect.get("coverage") or {}).items():
+        if wanted is None:
+            assert ref not in actual, f"{scenario.name} ({how}): coverage action on {ref}"
+            continue
+        assert ref in actual, f"{scenario.name} ({how}): no coverage information on {ref}"
+        got = {key: actual[ref].get(key) for key in wanted}
+        assert got == wanted, f"{scenario.name} ({how}): coverage information on {ref}"
+
+
+@IN_MODULE_LOOP
+@pytest.mark.parametrize("path", _scenario_params())
+async def test_scenario_with_prefetch(service: Service, path: Path) -> None:
+    scenario = load(path)
+    body = await _answer(service, scenario, scenario.request)
+    assert_expected(scenario, body, "prefetch")
+
+
+@IN_MODULE_LOOP
+@pytest.mark.parametrize("path", _scenario_params())
+async def test_scenario_fetched_from_fhir_server(service: Service, path: Path) -> None:
+    scenario = load(path)
+    request = scenario.request
+    resources = scenario_resources(request)
+    del request["prefetch"]
+    async with running_fhir_server() as fhir_server:
+        await fhir_server.load(resources)
+        request["fhirServer"] = fhir_server.base_url
+        request["fhirAuthorization"] = {
+            "access_token": fhir_server.token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/*.read",
+            "subject": "cardiac-ct-cds",
+        }
+        service.fhir.target = fhir_server.transport
+        try:
+            body = await _answer(service, scenario, request)
+        finally:
+            service.fhir.target = None
+    assert_expected(scenario, body, "no prefetch, FHIR server")
