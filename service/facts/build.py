@@ -7,6 +7,7 @@ unknown (None / a DataGap), never guessed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -51,6 +52,8 @@ class CodeReader:
             system = self._systems.get(coding.system or "", coding.system or "")
             if not system and _looks_like_cpt(coding.code):
                 system = "cpt"  # seen in the wild: CPT codes sent without a system
+            elif not system and _DOTTED_ICD10.match(coding.code):
+                system = "icd10cm"  # "R07.9" with no system: the dot makes it unambiguous
             found.add(Code(system, normalise_code(system, coding.code)))
         return found
 
@@ -62,6 +65,11 @@ class CodeReader:
         for concept in concepts or []:
             found |= self.concept(concept)
         return frozenset(found)
+
+
+# A dotted ICD-10-CM code ("R07.9", "I25.110"). Undotted forms are left alone: "S8092" is both
+# a HCPCS code and ICD-10-CM S80.92.
+_DOTTED_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z]\.[0-9A-Z]{1,4}$")
 
 
 def _looks_like_cpt(code: str) -> bool:

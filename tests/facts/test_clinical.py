@@ -1,0 +1,418 @@
+"""Clinical facts from messy FHIR JSON: reasons, diagnoses, the CCTA reading, BMI, links."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from service.facts.build import build_facts
+from service.facts.clinical import parse_cad_rads, ref_key
+from service.facts.model import Code, DataGap, Facts
+from service.fhir.gather import gather_prefetch
+from service.pipeline import parse_drafts
+from service.rules.catalogue import RuleData, load_rule_data
+
+TODAY = date(2026, 11, 23)
+KEYS = (
+    "patient",
+    "coverage",
+    "conditions",
+    "bmi",
+    "cctaReports",
+    "procedures",
+    "imagingStudies",
+    "cardiacOrders",
+)
+CPT = "http://www.ama-assn.org/go/cpt"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+MISSING = object()
+
+
+@pytest.fixture(scope="module")
+def data() -> RuleData:
+    return load_rule_data()
+
+
+def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def ffrct_order(**extra: Any) -> dict[str, Any]:
+    order = {
+        "resourceType": "ServiceRequest",
+        "id": "ffr-1",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": CPT, "code": "75580"}]},
+        "subject": {"reference": "Patient/p1"},
+        "occurrenceDateTime": "2026-11-30",
+    }
+    order.update(extra)
+    return order
+
+
+def make_facts(
+    data: RuleData, drafts: list[dict[str, Any]] | None = None, **prefetch: Any
+) -> Facts:
+    """Facts through the real parse path: prefetch values, absent keys become data gaps."""
+    values = {k: prefetch.get(k) for k in KEYS if prefetch.get(k, None) is not MISSING}
+    gathered, to_fetch = gather_prefetch({k: k for k in KEYS}, values)
+    gathered.gaps.extend(DataGap(k, "not prefetched") for k in to_fetch)
+    parsed, gaps = parse_drafts(bundle(*(drafts or [ffrct_order()])))
+    return build_facts(
+        hook="order-sign",
+        context={"patientId": "p1", "userId": "Practitioner/d1"},
+        drafts=parsed,
+        data=gathered,
+        rule_data=data,
+        today=TODAY,
+        extra_gaps=gaps,
+    )
+
+
+def condition(cid: str, code: str, system: str = ICD, **extra: Any) -> dict[str, Any]:
+    resource = {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": system, "code": code}]},
+    }
+    resource.update(extra)
+    return resource
+
+
+def status(code: str, kind: str = "clinical") -> dict[str, Any]:
+    name = "clinical" if kind == "clinical" else "ver-status"
+    system = f"http://terminology.hl7.org/CodeSystem/condition-{name}"
+    return {"coding": [{"system": system, "code": code}]}
+
+
+def report(rid: str = "ccta-1", results: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    resource = {
+        "resourceType": "DiagnosticReport",
+        "id": rid,
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": LOINC, "code": "79073-3"}]},
+        "effectiveDateTime": "2026-11-02T10:30:00Z",
+        "result": [{"reference": f"Observation/{r}"} for r in results or []],
+    }
+    resource.update(extra)
+    return resource
+
+
+def observation(oid: str, **value: Any) -> dict[str, Any]:
+    resource = {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"text": "Maximum stenosis"},
+    }
+    resource.update(value)
+    return resource
+
+
+def percent(value: float, **extra: Any) -> dict[str, Any]:
+    return {"valueQuantity": {"value": value, "unit": "%", "system": UCUM, "code": "%"}, **extra}
+
+
+# -- reasons and diagnoses -------------------------------------------------------------------
+
+
+def test_reason_code_in_second_coding_with_legacy_oid_system(data: RuleData) -> None:
+    order = ffrct_order(
+        reasonCode=[
+            {
+                "coding": [
+                    {"system": "urn:local:dx", "code": "CP-17"},
+                    {"system": "urn:oid:2.16.840.1.113883.6.90", "code": "R07.9"},
+                ]
+            }
+        ]
+    )
+    facts = make_facts(data, [order])
+    assert Code("icd10cm", "R079") in facts.draft_orders[0].reason_codes
+
+
+def test_dotted_icd_without_system_and_cpt_without_system(data: RuleData) -> None:
+    order = ffrct_order(
+        code={"coding": [{"code": "75580"}]},
+        reasonCode=[{"coding": [{"code": "R07.89"}]}],
+    )
+    drafted = make_facts(data, [order]).draft_orders[0]
+    assert Code("cpt", "75580") in drafted.codes
+    assert Code("icd10cm", "R0789") in drafted.reason_codes
+
+
+def test_reason_reference_resolves_against_gathered_and_contained_conditions(
+    data: RuleData,
+) -> None:
+    contained = condition("dx", "I20.9")
+    order = ffrct_order(
+        contained=[contained],
+        reasonReference=[
+            {"reference": "#dx"},
+            {"reference": "http://ehr.example/fhir/Condition/cp/_history/3"},
+        ],
+    )
+    facts = make_facts(data, [order], conditions=bundle(condition("cp", "R07.2")))
+    reasons = facts.draft_orders[0].reason_codes
+    assert {Code("icd10cm", "I209"), Code("icd10cm", "R072")} <= reasons
+    assert not facts.draft_orders[0].reasons_unresolved
+
+
+def test_unresolvable_reason_reference_is_flagged(data: RuleData) -> None:
+    order = ffrct_order(reasonReference=[{"display": "chest pain (see note)"}])
+    assert make_facts(data, [order]).draft_orders[0].reasons_unresolved
+
+
+def test_only_active_unrefuted_conditions_are_diagnoses(data: RuleData) -> None:
+    conditions = bundle(
+        condition("active", "R07.9", clinicalStatus=status("active")),
+        condition("relapse", "I20.8", clinicalStatus=status("relapse")),
+        condition("no-status", "R06.02"),
+        condition("resolved", "R07.1", clinicalStatus=status("resolved")),
+        condition("error", "R07.2", verificationStatus=status("entered-in-error", "ver")),
+        condition("refuted", "I20.9", verificationStatus=status("refuted", "ver")),
+    )
+    refs = {d.ref for d in make_facts(data, conditions=conditions).diagnoses}
+    assert refs == {"Condition/active", "Condition/relapse", "Condition/no-status"}
+
+
+def test_diagnosis_category_and_onset_fallback_to_recorded_date(data: RuleData) -> None:
+    conditions = bundle(
+        condition(
+            "mi",
+            "I21.4",
+            recordedDate="2026-11-10",
+            category=[
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "encounter-diagnosis",
+                        }
+                    ]
+                }
+            ],
+        )
+    )
+    (mi,) = make_facts(data, conditions=conditions).diagnoses
+    assert mi.category == "encounter-diagnosis"
+    assert mi.onset == date(2026, 11, 10)
+
+
+# -- CCTA reading ----------------------------------------------------------------------------
+
+
+def test_largest_percent_among_results_and_has_member(data: RuleData) -> None:
+    ccta = bundle(
+        report(results=["panel", "lad"]),
+        observation("lad", **percent(45)),
+        observation("panel", hasMember=[{"reference": "Observation/rca"}]),
+        observation("rca", **percent(72)),
+    )
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.ref == "DiagnosticReport/ccta-1"
+    assert reading.performed == date(2026, 11, 2)
+    assert reading.max_stenosis_percent == 72
+
+
+def test_percent_in_components_and_lvef_is_not_stenosis(data: RuleData) -> None:
+    vessels = observation(
+        "vessels",
+        component=[
+            {"code": {"text": "LAD"}, **percent(55)},
+            {"code": {"text": "LCx"}, **percent(35)},
+        ],
+    )
+    lvef = observation(
+        "lvef", code={"coding": [{"system": LOINC, "code": "10230-1"}]}, **percent(62)
+    )
+    ccta = bundle(report(results=["vessels", "lvef"]), vessels, lvef)
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.max_stenosis_percent == 55
+
+
+def test_configured_stenosis_code_without_a_percent_unit(data: RuleData) -> None:
+    local = {
+        "coding": [
+            {
+                "system": "https://cardiac-ct-cds.org/fhir/CodeSystem/ccta-finding",
+                "code": "max-stenosis",
+            }
+        ]
+    }
+    unitless = observation("max", code=local, valueQuantity={"value": 50})
+    other = observation("other", valueQuantity={"value": 80, "unit": "mm"})
+    ccta = bundle(report(results=["max", "other"]), unitless, other)
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.max_stenosis_percent == 50
+
+
+@pytest.mark.parametrize(
+    ("value", "category", "bounds", "modifiers"),
+    [
+        ({"valueString": "CAD-RADS 4A/S"}, "4A", (70.0, 99.0), {"S"}),
+        ({"valueString": "cad-rads 2.0: 3 / G / HRP"}, "3", (50.0, 69.0), {"G", "HRP"}),
+        ({"valueCodeableConcept": {"text": "CAD-RADS 1"}}, "1", (1.0, 24.0), set()),
+        (
+            {
+                "valueCodeableConcept": {
+                    "coding": [
+                        {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "130729"}
+                    ]
+                }
+            },
+            "4B",
+            (70.0, 100.0),
+            set(),
+        ),
+    ],
+)
+def test_cad_rads_only_reading(
+    data: RuleData,
+    value: dict[str, Any],
+    category: str,
+    bounds: tuple[float, float],
+    modifiers: set[str],
+) -> None:
+    ccta = bundle(report(results=["cr"]), observation("cr", code={"text": "CAD-RADS"}, **value))
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert (reading.cad_rads, reading.stenosis_range) == (category, bounds)
+    assert reading.cad_rads_modifiers == modifiers
+    assert reading.max_stenosis_percent is None
+
+
+def test_bare_category_needs_a_cad_rads_observation(data: RuleData) -> None:
+    ccta = bundle(report(results=["x"]), observation("x", valueString="3/S"))
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.cad_rads is None
+
+
+def test_cad_rads_in_report_conclusion(data: RuleData) -> None:
+    ccta = bundle(report(conclusion="Moderate stenosis of the LAD. CAD-RADS 3/S."))
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert (reading.cad_rads, reading.cad_rads_modifiers) == ("3", frozenset({"S"}))
+
+
+def test_report_code_in_second_coding_and_preliminary_counts(data: RuleData) -> None:
+    coded = report(
+        status="preliminary",
+        code={
+            "coding": [{"system": "urn:local", "code": "CTCOR"}, {"system": CPT, "code": "75574"}]
+        },
+    )
+    assert len(make_facts(data, cctaReports=bundle(coded)).cctas) == 1
+    cancelled = report(status="cancelled")
+    assert make_facts(data, cctaReports=bundle(cancelled)).cctas == ()
+
+
+def test_imaging_study_only_ccta(data: RuleData) -> None:
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "is-1",
+        "status": "available",
+        "subject": {"reference": "Patient/p1"},
+        "started": "2026-10-15T08:00:00Z",
+        "procedureCode": [{"coding": [{"system": LOINC, "code": "86980-0"}]}],
+    }
+    (reading,) = make_facts(data, imagingStudies=bundle(study)).cctas
+    assert reading.ref == "ImagingStudy/is-1"
+    assert reading.performed == date(2026, 10, 15)
+    assert reading.max_stenosis_percent is None and reading.cad_rads is None
+
+
+def test_report_procedure_and_study_of_one_ccta_merge(data: RuleData) -> None:
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "is-1",
+        "status": "available",
+        "subject": {"reference": "Patient/p1"},
+        "started": "2026-09-01",
+        "procedureCode": [{"coding": [{"system": CPT, "code": "75574"}]}],
+    }
+    procedure = {
+        "resourceType": "Procedure",
+        "id": "proc-1",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": CPT, "code": "75574"}]},
+        "performedDateTime": "2026-11-02",
+    }
+    linked = report(
+        results=["s"],
+        imagingStudy=[{"reference": "ImagingStudy/is-1"}],
+        basedOn=[{"reference": "ServiceRequest/ccta-order"}],
+    )
+    facts = make_facts(
+        data,
+        cctaReports=bundle(linked, observation("s", **percent(64))),
+        procedures=bundle(procedure),
+        imagingStudies=bundle(study),
+    )
+    (reading,) = facts.cctas
+    assert reading.ref == "DiagnosticReport/ccta-1"
+    assert reading.max_stenosis_percent == 64
+    assert {"ImagingStudy/is-1", "Procedure/proc-1", "ServiceRequest/ccta-order"} <= reading.aliases
+
+
+def test_most_recent_ccta_first(data: RuleData) -> None:
+    older = report("old", effectiveDateTime="2025-03-01")
+    newer = report("new", effectiveDateTime="2026-11-02")
+    facts = make_facts(data, cctaReports=bundle(older, newer))
+    assert [c.ref for c in facts.cctas] == ["DiagnosticReport/new", "DiagnosticReport/old"]
+
+
+def test_ffrct_report_and_order_links_are_facts(data: RuleData) -> None:
+    ffr_report = report(
+        "ffr-r",
+        code={"coding": [{"system": CPT, "code": "75580"}]},
+        basedOn=[{"reference": "ServiceRequest/x"}],
+    )
+    order = ffrct_order(supportingInfo=[{"reference": "DiagnosticReport/ccta-1"}])
+    facts = make_facts(data, [order], cctaReports=bundle(ffr_report))
+    (study,) = [s for s in facts.performed if s.ref == "DiagnosticReport/ffr-r"]
+    assert study.kind == "report" and study.linked_refs == {"ServiceRequest/x"}
+    assert facts.draft_orders[0].linked_refs == {"DiagnosticReport/ccta-1"}
+
+
+# -- BMI --------------------------------------------------------------------------------------
+
+
+def _bmi(**extra: Any) -> dict[str, Any]:
+    return observation(
+        "bmi-1",
+        code={"coding": [{"system": "urn:oid:2.16.840.1.113883.6.1", "code": "39156-5"}]},
+        valueQuantity={"value": 31.2, "unit": "kg/m2", "system": UCUM, "code": "kg/m2"},
+        **extra,
+    )
+
+
+def test_bmi_known_absent_and_unknown(data: RuleData) -> None:
+    assert make_facts(data, bmi=bundle(_bmi())).has_bmi is True
+    assert make_facts(data, bmi=bundle()).has_bmi is False
+    assert make_facts(data, bmi=None).has_bmi is False  # prefetch null: the client has none
+    assert make_facts(data, bmi=MISSING).has_bmi is None
+    assert make_facts(data, bmi=bundle(_bmi(status="entered-in-error"))).has_bmi is False
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def test_parse_cad_rads_and_ref_key() -> None:
+    assert parse_cad_rads("CAD-RADS 4B/HRP") == ("4B", frozenset({"HRP"}))
+    assert parse_cad_rads("no category here") is None
+    assert parse_cad_rads("N", bare=True) == ("N", frozenset())
+    assert ref_key("https://x/fhir/Observation/a/_history/1") == "Observation/a"
+    assert ref_key("#c1") == "#c1"
+    assert ref_key("nothing") is None

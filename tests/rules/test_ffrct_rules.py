@@ -1,0 +1,412 @@
+"""FFR-CT rules on hand-built facts: each topic fires on its case and stays silent otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pytest
+
+from service.facts.model import (
+    CctaResult,
+    Code,
+    DataGap,
+    Diagnosis,
+    Facts,
+    Order,
+    PerformedStudy,
+)
+from service.pipeline import Knowledge
+from service.rules import ffrct
+from service.rules.catalogue import RuleData, load_rule_data
+from service.rules.findings import Finding, ProposedAction
+
+TODAY = date(2026, 11, 23)
+FFRCT = Code("cpt", "75580")
+CCTA = Code("cpt", "75574")
+CHEST_PAIN = Code("icd10cm", "R079")
+SCREENING = Code("icd10cm", "Z136")
+
+
+@pytest.fixture(scope="module")
+def data() -> RuleData:
+    return load_rule_data()
+
+
+def order(
+    ref: str = "ServiceRequest/ffr-1",
+    *codes: Code,
+    reasons: frozenset[Code] = frozenset({CHEST_PAIN}),
+    origin: Any = "draft",
+    status: str = "draft",
+    day: date = TODAY,
+    links: frozenset[str] = frozenset(),
+    selected: bool = True,
+) -> Order:
+    return Order(
+        ref=ref,
+        codes=frozenset(codes or {FFRCT}),
+        reason_codes=reasons,
+        status=status,
+        origin=origin,
+        service_date=day,
+        selected=selected,
+        linked_refs=links,
+    )
+
+
+def ccta(
+    percent: float | None = 60.0,
+    *,
+    ref: str = "DiagnosticReport/ccta-1",
+    day: date = date(2026, 11, 2),
+    cad_rads: str | None = None,
+    bounds: tuple[float, float] | None = None,
+    modifiers: frozenset[str] = frozenset(),
+    aliases: frozenset[str] = frozenset(),
+) -> CctaResult:
+    return CctaResult(
+        ref=ref,
+        performed=day,
+        max_stenosis_percent=percent,
+        cad_rads=cad_rads,
+        cad_rads_modifiers=modifiers,
+        stenosis_range=bounds,
+        aliases=aliases | {ref},
+    )
+
+
+def facts(*drafts: Order, **kwargs: Any) -> Facts:
+    defaults: dict[str, Any] = {"cctas": (ccta(),), "has_bmi": True, "hook": "order-sign"}
+    defaults.update(kwargs)
+    return Facts(
+        today=TODAY,
+        patient_ref="Patient/p1",
+        patient_state=None,
+        draft_orders=drafts or (order(),),
+        **defaults,
+    )
+
+
+def run(rule: Any, f: Facts, data: RuleData) -> list[Finding]:
+    return list(rule(f, data))
+
+
+def gap(key: str) -> DataGap:
+    return DataGap(key, "FHIR server timed out")
+
+
+def test_clean_order_gives_no_finding(data: RuleData) -> None:
+    from service.rules.engine import RULES, evaluate
+
+    ffrct_rules = {t: r for t, r in RULES.items() if t.startswith("ffrct-")}
+    assert len(ffrct_rules) == 9
+    assert evaluate(facts(), data, ffrct_rules) == []
+
+
+def test_warning_topics_match_the_card_indicators() -> None:
+    cards = Knowledge.load().cards.templates
+    warnings = {t for t, c in cards.items() if t.startswith("ffrct-") and c.indicator == "warning"}
+    assert warnings == ffrct.WARNING_TOPICS
+
+
+def test_documentation_complete_only_without_warning_findings() -> None:
+    info = Finding("ffrct-bmi-missing", ("ServiceRequest/a",))
+    warning = Finding("ffrct-symptoms-missing", ("ServiceRequest/a",))
+    assert ffrct.ffrct_documentation_complete([info], "ServiceRequest/a")
+    assert not ffrct.ffrct_documentation_complete([info, warning], "ServiceRequest/a")
+    assert ffrct.ffrct_documentation_complete([warning], "ServiceRequest/b")
+
+
+def test_non_ffrct_orders_are_ignored(data: RuleData) -> None:
+    cac = order("ServiceRequest/cac", Code("cpt", "75571"), reasons=frozenset())
+    f = facts(cac, cctas=(), has_bmi=False)
+    assert all(run(r, f, data) == [] for r in _ffrct_rules())
+
+
+def _ffrct_rules() -> list[Any]:
+    return [
+        ffrct.symptoms_missing,
+        ffrct.screening_use,
+        ffrct.ccta_missing,
+        ffrct.stenosis_out_of_range,
+        ffrct.stenosis_undocumented,
+        ffrct.bmi_missing,
+        ffrct.duplicate,
+        ffrct.legacy_code,
+        ffrct.excluded_history,
+    ]
+
+
+# -- symptoms -------------------------------------------------------------------------------
+
+
+def test_symptoms_missing_fires_without_any_symptom(data: RuleData) -> None:
+    found = run(ffrct.symptoms_missing, facts(order(reasons=frozenset())), data)
+    assert [f.topic for f in found] == ["ffrct-symptoms-missing"]
+    assert found[0].order_refs == ("ServiceRequest/ffr-1",)
+
+
+@pytest.mark.parametrize(
+    "symptom",
+    [Code("icd10cm", "R0789"), Code("icd10cm", "I2089"), Code("snomed", "233819005")],
+)
+def test_symptom_on_the_problem_list_is_enough(data: RuleData, symptom: Code) -> None:
+    problem = Diagnosis("Condition/c1", frozenset({symptom}), None, "problem-list-item")
+    f = facts(order(reasons=frozenset()), diagnoses=(problem,))
+    assert run(ffrct.symptoms_missing, f, data) == []
+
+
+def test_symptoms_unknown_when_conditions_unavailable(data: RuleData) -> None:
+    f = facts(order(reasons=frozenset()), gaps=(gap("conditions"),))
+    assert run(ffrct.symptoms_missing, f, data) == []
+
+
+def test_symptoms_unknown_when_a_reason_reference_is_unresolved(data: RuleData) -> None:
+    unresolved = replace(order(reasons=frozenset()), reasons_unresolved=True)
+    assert run(ffrct.symptoms_missing, facts(unresolved), data) == []
+
+
+def test_symptom_on_the_order_needs_no_conditions(data: RuleData) -> None:
+    f = facts(order(), gaps=(gap("conditions"),))
+    assert run(ffrct.symptoms_missing, f, data) == []
+
+
+# -- screening ------------------------------------------------------------------------------
+
+
+def test_screening_only_reason_fires(data: RuleData) -> None:
+    found = run(ffrct.screening_use, facts(order(reasons=frozenset({SCREENING}))), data)
+    assert [f.details["reason_code"] for f in found] == ["Z13.6"]
+
+
+def test_screening_with_a_symptom_on_the_order_is_fine(data: RuleData) -> None:
+    f = facts(order(reasons=frozenset({SCREENING, CHEST_PAIN})))
+    assert run(ffrct.screening_use, f, data) == []
+
+
+def test_screening_with_another_diagnosis_on_the_order_is_fine(data: RuleData) -> None:
+    f = facts(order(reasons=frozenset({SCREENING, Code("icd10cm", "I2510")})))
+    assert run(ffrct.screening_use, f, data) == []
+
+
+def test_screening_reason_fires_even_with_symptom_on_problem_list(data: RuleData) -> None:
+    problem = Diagnosis("Condition/c1", frozenset({CHEST_PAIN}), None)
+    f = facts(order(reasons=frozenset({Code("icd10cm", "Z0000")})), diagnoses=(problem,))
+    assert [f.topic for f in run(ffrct.screening_use, f, data)] == ["ffrct-screening-use"]
+
+
+def test_no_reason_and_screening_encounter_diagnosis_fires(data: RuleData) -> None:
+    visit = Diagnosis("Condition/c1", frozenset({SCREENING}), None, "encounter-diagnosis")
+    f = facts(order(reasons=frozenset()), diagnoses=(visit,))
+    assert [f.topic for f in run(ffrct.screening_use, f, data)] == ["ffrct-screening-use"]
+    symptom = Diagnosis("Condition/c2", frozenset({CHEST_PAIN}), None)
+    f = facts(order(reasons=frozenset()), diagnoses=(visit, symptom))
+    assert run(ffrct.screening_use, f, data) == []
+
+
+# -- CCTA -----------------------------------------------------------------------------------
+
+
+def test_ccta_missing_suggests_a_75574_order(data: RuleData) -> None:
+    found = run(ffrct.ccta_missing, facts(cctas=()), data)
+    assert len(found) == 1
+    assert found[0].actions == (
+        ProposedAction("create-order", "ServiceRequest/ffr-1", Code("cpt", "75574")),
+    )
+
+
+def test_ccta_in_the_same_draft_counts(data: RuleData) -> None:
+    new_ccta = order("ServiceRequest/ccta-1", CCTA)
+    assert run(ffrct.ccta_missing, facts(order(), new_ccta, cctas=()), data) == []
+
+
+@pytest.mark.parametrize("key", ["cctaReports", "procedures", "imagingStudies"])
+def test_ccta_missing_is_silent_when_ccta_data_unavailable(data: RuleData, key: str) -> None:
+    assert run(ffrct.ccta_missing, facts(cctas=(), gaps=(gap(key),)), data) == []
+
+
+def test_ccta_missing_silent_when_order_links_an_unseen_report(data: RuleData) -> None:
+    linked = order(links=frozenset({"DiagnosticReport/outside-ccta"}))
+    assert run(ffrct.ccta_missing, facts(linked, cctas=()), data) == []
+
+
+# -- stenosis -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("percent", "fires"), [(29.0, True), (30.0, False), (60.0, False), (90.0, False), (95.0, True)]
+)
+def test_stenosis_range_is_inclusive(data: RuleData, percent: float, fires: bool) -> None:
+    found = run(ffrct.stenosis_out_of_range, facts(cctas=(ccta(percent),)), data)
+    assert bool(found) is fires
+
+
+def test_payer_range_replaces_the_seed_range(data: RuleData) -> None:
+    f = facts(cctas=(ccta(35.0),), ffrct_stenosis_range=(40.0, 90.0))
+    found = run(ffrct.stenosis_out_of_range, f, data)
+    assert found[0].details["range"] == "40-90 %"
+    assert found[0].details["stenosis"] == "35 %"
+
+
+@pytest.mark.parametrize(
+    ("category", "bounds", "fires"),
+    [
+        ("1", (1.0, 24.0), True),
+        ("2", (25.0, 49.0), False),
+        ("4A", (70.0, 99.0), False),
+        ("5", (100.0, 100.0), True),
+        ("0", (0.0, 0.0), True),
+    ],
+)
+def test_cad_rads_only_fires_when_the_whole_range_is_outside(
+    data: RuleData, category: str, bounds: tuple[float, float], fires: bool
+) -> None:
+    reading = ccta(None, cad_rads=category, bounds=bounds)
+    assert bool(run(ffrct.stenosis_out_of_range, facts(cctas=(reading,)), data)) is fires
+    assert run(ffrct.stenosis_undocumented, facts(cctas=(reading,)), data) == []
+
+
+def test_measured_percent_wins_over_cad_rads(data: RuleData) -> None:
+    reading = ccta(60.0, cad_rads="1", bounds=(1.0, 24.0))
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(reading,)), data) == []
+
+
+def test_most_recent_ccta_counts_unless_the_order_links_another(data: RuleData) -> None:
+    old = ccta(95.0, ref="DiagnosticReport/old", day=date(2025, 1, 5))
+    new = ccta(60.0, ref="DiagnosticReport/new")
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(new, old)), data) == []
+    linked = order(links=frozenset({"DiagnosticReport/old"}))
+    found = run(ffrct.stenosis_out_of_range, facts(linked, cctas=(new, old)), data)
+    assert found[0].order_refs == ("ServiceRequest/ffr-1", "DiagnosticReport/old")
+
+
+def test_new_ccta_in_the_draft_has_no_reading_yet(data: RuleData) -> None:
+    f = facts(order(), order("ServiceRequest/ccta-new", CCTA), cctas=(ccta(None),))
+    assert run(ffrct.stenosis_out_of_range, f, data) == []
+    assert run(ffrct.stenosis_undocumented, f, data) == []
+
+
+def test_stenosis_undocumented(data: RuleData) -> None:
+    found = run(ffrct.stenosis_undocumented, facts(cctas=(ccta(None),)), data)
+    assert [f.details["ccta_date"] for f in found] == ["2026-11-02"]
+    assert found[0].order_refs[1] == "DiagnosticReport/ccta-1"
+    non_diagnostic = ccta(None, cad_rads="N")
+    assert run(ffrct.stenosis_undocumented, facts(cctas=(non_diagnostic,)), data) == []
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(non_diagnostic,)), data) == []
+
+
+# -- BMI, legacy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("has_bmi", "fires"), [(False, True), (None, False), (True, False)])
+def test_bmi_missing(data: RuleData, has_bmi: bool | None, fires: bool) -> None:
+    assert bool(run(ffrct.bmi_missing, facts(has_bmi=has_bmi), data)) is fires
+
+
+@pytest.mark.parametrize("legacy", ["0501T", "0502T", "0503T", "0504T"])
+def test_legacy_code_suggests_75580(data: RuleData, legacy: str) -> None:
+    old = order("ServiceRequest/old", Code("cpt", legacy))
+    found = run(ffrct.legacy_code, facts(old), data)
+    assert found[0].actions == (ProposedAction("replace-order-code", old.ref, FFRCT),)
+    assert found[0].details["legacy_code"] == legacy
+
+
+def test_legacy_coded_order_gets_the_other_checks_too(data: RuleData) -> None:
+    old = order("ServiceRequest/old", Code("cpt", "0501T"), reasons=frozenset())
+    found = run(ffrct.symptoms_missing, facts(old, cctas=()), data)
+    found += run(ffrct.ccta_missing, facts(old, cctas=()), data)
+    assert [f.topic for f in found] == ["ffrct-symptoms-missing", "ffrct-ccta-missing"]
+
+
+# -- excluded history -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "text"), [("Z955", "coronary stent"), ("Z951", "bypass graft")])
+def test_device_history_fires(data: RuleData, code: str, text: str) -> None:
+    history = Diagnosis("Condition/h", frozenset({Code("icd10cm", code)}), None)
+    found = run(ffrct.excluded_history, facts(diagnoses=(history,)), data)
+    assert text in found[0].details["history"]
+
+
+def test_cad_rads_stent_modifier_fires(data: RuleData) -> None:
+    reading = ccta(60.0, cad_rads="3", modifiers=frozenset({"S", "HRP"}))
+    found = run(ffrct.excluded_history, facts(cctas=(reading,)), data)
+    assert found[0].details["first"] == "CAD-RADS modifier S (coronary stent)"
+
+
+@pytest.mark.parametrize(
+    ("days_before", "fires"), [(0, True), (30, True), (31, False), (-2, False)]
+)
+def test_acute_mi_window(data: RuleData, days_before: int, fires: bool) -> None:
+    onset = date.fromordinal(TODAY.toordinal() - days_before)
+    mi = Diagnosis("Condition/mi", frozenset({Code("icd10cm", "I214")}), onset)
+    assert bool(run(ffrct.excluded_history, facts(diagnoses=(mi,)), data)) is fires
+
+
+def test_acute_mi_without_a_date_is_not_assumed_recent(data: RuleData) -> None:
+    mi = Diagnosis("Condition/mi", frozenset({Code("icd10cm", "I214")}), None)
+    assert run(ffrct.excluded_history, facts(diagnoses=(mi,)), data) == []
+
+
+# -- duplicates -----------------------------------------------------------------------------
+
+
+def _existing(
+    status: str = "active", day: date = date(2026, 11, 10), links: frozenset[str] = frozenset()
+) -> Order:
+    return order("ServiceRequest/ffr-old", origin="existing", status=status, day=day, links=links)
+
+
+def test_duplicate_of_an_active_order_after_the_ccta(data: RuleData) -> None:
+    found = run(ffrct.duplicate, facts(existing_orders=(_existing(),)), data)
+    assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/ffr-1"),)
+    assert "ServiceRequest/ffr-old" in found[0].order_refs
+
+
+def test_prior_ffrct_before_the_ccta_is_for_an_older_ccta(data: RuleData) -> None:
+    earlier = _existing(day=date(2026, 10, 1))
+    assert run(ffrct.duplicate, facts(existing_orders=(earlier,)), data) == []
+
+
+def test_cancelled_prior_order_is_not_a_duplicate(data: RuleData) -> None:
+    cancelled = _existing(status="revoked")
+    assert run(ffrct.duplicate, facts(existing_orders=(cancelled,)), data) == []
+
+
+def test_linked_prior_decides_regardless_of_date(data: RuleData) -> None:
+    old, new = ccta(ref="DiagnosticReport/old", day=date(2026, 1, 1)), ccta()
+    for_old = _existing(day=date(2026, 11, 20), links=frozenset({"DiagnosticReport/old"}))
+    assert run(ffrct.duplicate, facts(existing_orders=(for_old,), cctas=(new, old)), data) == []
+    for_new = _existing(day=date(2026, 1, 2), links=frozenset({"DiagnosticReport/ccta-1"}))
+    assert run(ffrct.duplicate, facts(existing_orders=(for_new,), cctas=(new, old)), data)
+
+
+def test_completed_procedure_and_final_report_are_duplicates(data: RuleData) -> None:
+    done = PerformedStudy("Procedure/p", "procedure", frozenset({FFRCT}), "completed", TODAY)
+    report = PerformedStudy("DiagnosticReport/r", "report", frozenset({FFRCT}), "final", TODAY)
+    draft_report = replace(report, status="preliminary")
+    assert run(ffrct.duplicate, facts(performed=(done,)), data)
+    assert run(ffrct.duplicate, facts(performed=(report,)), data)
+    assert run(ffrct.duplicate, facts(performed=(draft_report,)), data) == []
+
+
+def test_two_drafts_give_one_card_on_the_later(data: RuleData) -> None:
+    first, second = order("ServiceRequest/a"), order("ServiceRequest/b")
+    found = run(ffrct.duplicate, facts(first, second), data)
+    assert len(found) == 1
+    assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
+
+
+def test_order_select_on_the_first_draft_points_at_the_unselected_twin(data: RuleData) -> None:
+    first, second = order("ServiceRequest/a"), order("ServiceRequest/b", selected=False)
+    found = run(ffrct.duplicate, facts(first, second, hook="order-select"), data)
+    assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
+
+
+def test_drafts_for_different_cctas_are_not_duplicates(data: RuleData) -> None:
+    old, new = ccta(ref="DiagnosticReport/old", day=date(2026, 1, 1)), ccta()
+    a = order("ServiceRequest/a", links=frozenset({"DiagnosticReport/old"}))
+    b = order("ServiceRequest/b", links=frozenset({"DiagnosticReport/ccta-1"}))
+    assert run(ffrct.duplicate, facts(a, b, cctas=(new, old)), data) == []
