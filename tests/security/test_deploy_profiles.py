@@ -1,0 +1,91 @@
+"""The shipped deployment profiles load, and the sandbox one works the way the sandbox calls."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from service.config import load_settings
+from service.security.auth import Authenticator
+from tests.api.test_invoke_smoke import REQUEST
+from tests.security.support import JwksServer, RecordingTransport, bearer, ec_key, jwks
+from tests.support.conformance import assert_conformant_response
+from tests.support.fhir_server import running_fhir_server
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+OPEN_R4 = "https://launch.smarthealthit.org/v/r4/fhir"
+
+
+async def test_sandbox_profile_loads() -> None:
+    settings = load_settings(DEPLOY / "sandbox.toml")
+    assert settings.environment == "production"
+    (client,) = settings.auth.clients
+    assert client.issuer == SANDBOX_ISSUER
+    assert client.jwks_url == SANDBOX_JKU
+    assert client.allowed_jku == [SANDBOX_JKU]
+    assert client.algorithms == ["ES384"]
+    assert [(a.base_url, a.allow_without_token) for a in client.fhir_servers] == [(OPEN_R4, True)]
+    assert settings.cors.origins == [SANDBOX_ISSUER]
+    authenticator = Authenticator(settings)  # production checks (https key URLs) pass
+    await authenticator.aclose()
+
+
+async def test_production_example_loads() -> None:
+    settings = load_settings(DEPLOY / "production.example.toml")
+    assert settings.environment == "production"
+    assert settings.public_base_url.startswith("https://")
+    assert settings.auth.enabled and not settings.auth.dev_client
+    assert len(settings.auth.clients) == 1
+    assert settings.storage.url.startswith("postgresql+psycopg://")
+    assert settings.cache.redis_url is not None
+    assert not any(a.allow_without_token for a in settings.auth.clients[0].fhir_servers)
+    authenticator = Authenticator(settings)
+    await authenticator.aclose()
+
+
+def _sandbox_style_token(key: Any, aud: str) -> str:
+    """Shaped exactly like cds-hooks/sandbox's jwt-generator: ES384, kid, jku, 300 s, uuid jti."""
+    now = int(time.time())
+    claims = {
+        "iss": SANDBOX_ISSUER,
+        "aud": aud,
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+    }
+    headers = {"typ": "JWT", "kid": key.kid, "jku": SANDBOX_JKU}
+    return jwt.encode(claims, key.private, algorithm="ES384", headers=headers)
+
+
+async def test_sandbox_flow_end_to_end(app_client: Any) -> None:
+    """Sandbox-style JWT + open FHIR server without fhirAuthorization: the allowlisted server is
+    read without a token. (The key is generated here; the sandbox's own is public anyway.)"""
+    key = ec_key("44823f3d-0b01-4a6c-a80e-b9d3e8a7226f")
+    keys = JwksServer({"/.well-known/jwks.json": jwks(key)})
+    settings = load_settings(DEPLOY / "sandbox.toml", public_base_url="https://cds.test")
+    request = {**REQUEST, "fhirServer": OPEN_R4 + "/"}
+    request["prefetch"] = {k: v for k, v in REQUEST["prefetch"].items() if k != "coverage"}
+    async with running_fhir_server(base_url=OPEN_R4) as fhir:
+        transport = RecordingTransport(fhir.transport)
+        async with app_client(
+            settings, fhir_transport=transport, jwks_transport=keys.transport()
+        ) as client:
+            client.base_url = "https://cds.test"
+            aud = "https://cds.test/cds-services/cardiac-ct-order-sign"
+            response = await client.post(
+                "/cds-services/cardiac-ct-order-sign",
+                json=request,
+                headers=bearer(_sandbox_style_token(key, aud)),
+            )
+    assert response.status_code == 200, response.text
+    assert_conformant_response(response.json())
+    assert keys.requests == [SANDBOX_JKU]
+    assert transport.requests, "the open sandbox FHIR server was not queried"
+    assert all(str(r.url).startswith(OPEN_R4 + "/") for r in transport.requests)
+    assert all("authorization" not in r.headers for r in transport.requests)
