@@ -23,7 +23,7 @@ from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
 from service.render.coverage_info import coverage_actions
 from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import assess_coverage
-from service.rules.engine import RULES, Rule, evaluate
+from service.rules.engine import RULES, Rule, check_params, evaluate
 from service.rules.findings import Finding
 
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
@@ -42,6 +42,7 @@ class Knowledge:
         rule_data = load_rule_data(extra_rule_dir)
         cards = CardCatalogue.load(cards_dir)
         cards.check_against(rule_data, set(RULES))
+        check_params(rule_data)
         return cls(rule_data, cards, RULES)
 
 

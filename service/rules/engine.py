@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from pydantic import ValidationError
+
 from service.facts.model import Facts
-from service.rules import cac, coverage, ffrct
-from service.rules.catalogue import RuleData
+from service.rules import cac, coverage, data_quality, ffrct
+from service.rules.catalogue import RuleData, RuleDataError
 from service.rules.findings import Finding
 
 Rule = Callable[[Facts, RuleData], Iterable[Finding]]
@@ -33,8 +35,24 @@ RULES: Mapping[str, Rule] = {
     "cac-screening-not-covered": cac.screening_not_covered,
     "prior-auth-required": coverage.prior_auth_required,
     "coverage-missing": coverage.coverage_missing,
+    "data-incomplete": data_quality.data_incomplete,
     "cost-estimate": coverage.cost_estimate,
 }
+
+
+# Rule parameters with a schema, checked at startup: a broken table stops the service there,
+# not on the first request that needs it.
+PARAM_SCHEMAS: Mapping[str, Callable[[RuleData], object]] = {
+    "data-incomplete": data_quality.DataIncompleteParams.of,
+}
+
+
+def check_params(data: RuleData) -> None:
+    for topic, validate in PARAM_SCHEMAS.items():
+        try:
+            validate(data)
+        except ValidationError as exc:
+            raise RuleDataError(f"rules.yaml: {topic}.params: {exc}") from exc
 
 
 def evaluate(facts: Facts, data: RuleData, rules: Mapping[str, Rule] = RULES) -> list[Finding]:

@@ -1,0 +1,104 @@
+"""The `data-incomplete` rule: say which data could not be read and which checks it silenced.
+
+Rules that lack data stay silent rather than guess (``facts.unavailable``); without this card the
+clinician could not tell "nothing wrong" from "not checked". Which checks each data source feeds
+is rule data (rules.yaml, ``data-incomplete.params.sources``), so it changes with the rules, not
+the code. Catalogue: shared/reference/rules.md §4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.facts.model import DataGap, Facts
+from service.rules.catalogue import CodeFamily, RuleData
+from service.rules.coverage import family_of
+from service.rules.findings import Finding
+
+TOPIC = "data-incomplete"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(_Params):
+    """A check a data source feeds; `orders` limits it to orders of these code families."""
+
+    name: str = Field(min_length=1)
+    orders: list[CodeFamily] | None = None  # None: a check on any in-scope order
+
+
+class GapSource(_Params):
+    label: str = Field(min_length=1)  # mid-sentence words for the card: "insurance coverage"
+    checks: list[str | Check] = Field(default_factory=list)
+
+    def check_names(self, families: set[str]) -> list[str]:
+        names = []
+        for check in self.checks:
+            if isinstance(check, str):
+                names.append(check)
+            elif check.orders is None or families.intersection(check.orders):
+                names.append(check.name)
+        return names
+
+
+class DataIncompleteParams(_Params):
+    # Gap key (a prefetch key, or `fhirServer`, `draftOrders` ...) -> label and checks.
+    sources: dict[str, GapSource] = Field(min_length=1)
+    # For a gap key the table does not know: named as the key itself, no checks listed.
+    unlisted_checks: str = Field(min_length=1)
+
+    @classmethod
+    def of(cls, data: RuleData) -> DataIncompleteParams:
+        return cls.model_validate(data.rules[TOPIC].params)
+
+
+def data_incomplete(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """One info card when data was missing for an order this service checks."""
+    if not facts.gaps:
+        return
+    families = {f for o in facts.focus_orders if (f := family_of(o, data)) is not None}
+    unreadable_draft = facts.unavailable("draftOrders")
+    if not families and not unreadable_draft:
+        return  # no FFR-CT / calcium-score order: the missing data silenced nothing
+    params = DataIncompleteParams.of(data)
+    reasons = _reasons_by_key(facts.gaps, params)
+    labels: list[str] = []
+    lines: list[str] = []
+    checks: list[str] = []
+    for key, key_reasons in reasons.items():
+        source = params.sources.get(key)
+        label = source.label if source else key
+        labels.append(label)
+        lines.append(f"- **{label[:1].upper()}{label[1:]}**: {'; '.join(key_reasons)}")
+        names = source.check_names(families) if source else [params.unlisted_checks]
+        checks.extend(n for n in names if n not in checks)
+    yield Finding(
+        topic=TOPIC,
+        order_refs=tuple(o.ref for o in facts.focus_orders),
+        details={
+            "sources": _join(labels),
+            "source_lines": "\n".join(lines),
+            "checks": "; ".join(checks) if checks else "none for these orders",
+        },
+    )
+
+
+def _reasons_by_key(gaps: Sequence[DataGap], params: DataIncompleteParams) -> dict[str, list[str]]:
+    """Reasons grouped by gap key: known sources in table order, then others as they came."""
+    grouped: dict[str, list[str]] = {}
+    for gap in gaps:
+        reasons = grouped.setdefault(gap.key, [])
+        if gap.reason not in reasons:
+            reasons.append(gap.reason)
+    order = {key: i for i, key in enumerate(params.sources)}
+    return dict(sorted(grouped.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _join(labels: list[str]) -> str:
+    if len(labels) <= 2:
+        return " and ".join(labels)
+    return ", ".join(labels[:-1]) + " and " + labels[-1]

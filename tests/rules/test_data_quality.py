@@ -1,0 +1,169 @@
+"""The data-incomplete rule: one card naming what could not be read and the checks it silenced."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from service.facts.model import Code, DataGap, Facts, Order
+from service.pipeline import Knowledge
+from service.render.actions import ActionBuilder, OrderContext
+from service.render.cards import render_card
+from service.rules import data_quality
+from service.rules.catalogue import RuleData, RuleDataError, load_rule_data
+from service.rules.findings import Finding
+
+TODAY = date(2026, 11, 23)
+FFRCT = Code("cpt", "75580")
+CAC = Code("cpt", "75571")
+CHEST_XRAY = Code("cpt", "71045")
+
+
+@pytest.fixture(scope="module")
+def data() -> RuleData:
+    return load_rule_data()
+
+
+def _facts(*gaps: DataGap, codes: tuple[Code, ...] = (FFRCT,)) -> Facts:
+    orders = tuple(
+        Order(
+            ref=f"ServiceRequest/o{i}",
+            codes=frozenset({code}),
+            reason_codes=frozenset(),
+            status="draft",
+            origin="draft",
+            service_date=TODAY,
+        )
+        for i, code in enumerate(codes)
+    )
+    return Facts(
+        hook="order-sign",
+        today=TODAY,
+        patient_ref="Patient/p",
+        patient_state=None,
+        draft_orders=orders,
+        gaps=gaps,
+    )
+
+
+def _one(facts: Facts, data: RuleData) -> Finding:
+    findings = list(data_quality.data_incomplete(facts, data))
+    assert len(findings) == 1
+    return findings[0]
+
+
+def test_no_gaps_no_card(data: RuleData) -> None:
+    assert list(data_quality.data_incomplete(_facts(), data)) == []
+
+
+def test_names_each_source_with_its_reason_and_the_skipped_checks(data: RuleData) -> None:
+    finding = _one(
+        _facts(
+            DataGap("bmi", "FHIR server did not answer within 2.5 s"),
+            DataGap("coverage", "FHIR server answered 401"),
+        ),
+        data,
+    )
+    assert finding.topic == "data-incomplete"
+    assert finding.order_refs == ("ServiceRequest/o0",)
+    # Table order (coverage before bmi), not arrival order.
+    assert finding.details["sources"] == "insurance coverage and BMI observations"
+    assert finding.details["source_lines"] == (
+        "- **Insurance coverage**: FHIR server answered 401\n"
+        "- **BMI observations**: FHIR server did not answer within 2.5 s"
+    )
+    # An FFR-CT order: the calcium-score-only checks (ABN, Medicare Advantage) are not listed.
+    assert finding.details["checks"] == (
+        "payer policies; prior authorization; coverage information; BMI documentation"
+    )
+
+
+def test_checks_follow_the_orders_code_families(data: RuleData) -> None:
+    gap = DataGap("cctaReports", "FHIR server answered 500")
+    cac_only = _one(_facts(gap, codes=(CAC,)), data)
+    assert cac_only.details["checks"] == "bundling with performed studies"
+    both = _one(_facts(gap, codes=(CAC, FFRCT)), data)
+    assert both.details["checks"] == (
+        "CCTA on file; stenosis; duplicate FFR-CT; bundling with performed studies"
+    )
+
+
+def test_one_card_for_many_gaps_with_checks_and_reasons_once(data: RuleData) -> None:
+    finding = _one(
+        _facts(
+            DataGap("fhirServer", "the FHIR server is not on this client's allowlist"),
+            DataGap("cctaReports", "FHIR server answered 401"),
+            DataGap("procedures", "FHIR server answered 401"),
+            DataGap("procedures", "FHIR server answered 401"),
+            DataGap("procedures", "2 Procedure resource(s) could not be read"),
+        ),
+        data,
+    )
+    assert finding.details["sources"] == (
+        "CCTA reports, procedures on file and the EHR's FHIR server"
+    )
+    assert (
+        "- **Procedures on file**: FHIR server answered 401; 2 Procedure resource(s) could "
+        in (finding.details["source_lines"])
+    )
+    checks = finding.details["checks"].split("; ")
+    assert len(checks) == len(set(checks))
+    assert checks[-1] == "every check on data that was not prefetched"
+
+
+def test_unknown_gap_key_is_named_as_is(data: RuleData) -> None:
+    finding = _one(_facts(DataGap("encounter", "FHIR server answered 404")), data)
+    assert finding.details["source_lines"] == "- **Encounter**: FHIR server answered 404"
+    assert finding.details["checks"] == "checks that use this data"
+
+
+def test_silent_when_no_order_is_one_this_service_checks(data: RuleData) -> None:
+    gap = DataGap("coverage", "FHIR server answered 401")
+    assert list(data_quality.data_incomplete(_facts(gap, codes=(CHEST_XRAY,)), data)) == []
+    # ... unless a draft order could not be read: it may have been one.
+    unreadable = DataGap("draftOrders", "a draft ServiceRequest could not be read (invalid code)")
+    finding = _one(_facts(unreadable, codes=(CHEST_XRAY,)), data)
+    assert finding.details["checks"] == "every check on the unreadable draft order"
+
+
+def test_the_source_table_is_valid_rule_data_covering_every_prefetch_key(data: RuleData) -> None:
+    from service.cdshooks.discovery import ServiceRegistry
+
+    params = data_quality.DataIncompleteParams.of(data)
+    service = ServiceRegistry().get("cardiac-ct-order-sign")
+    assert service is not None and service.prefetch is not None
+    assert set(service.prefetch) <= set(params.sources)
+    assert {"fhirServer", "draftOrders", "coverage-type"} <= set(params.sources)
+
+
+def test_renders_as_an_info_card_without_override_reasons(data: RuleData) -> None:
+    knowledge = Knowledge.load()
+    finding = _one(_facts(DataGap("conditions", "FHIR server answered 403")), data)
+    actions = ActionBuilder(
+        OrderContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
+        knowledge.rule_data,
+    )
+    card = render_card(finding, knowledge.cards, knowledge.rule_data, actions)
+    assert card.indicator == "info"
+    assert card.overrideReasons is None
+    assert card.summary == (
+        "Some checks were not run: the problem list and diagnoses could not be read"
+    )
+    assert card.detail is not None
+    assert "- **The problem list and diagnoses**: FHIR server answered 403" in card.detail
+    assert "**Checks not run:** symptoms; screening; excluded history" in card.detail
+
+
+def test_a_broken_source_table_stops_the_service_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "site.yaml").write_text(
+        "rules:\n"
+        "  data-incomplete:\n"
+        "    params:\n"
+        "      sources:\n"
+        "        bmi: {label: BMI, checks: [{name: BMI documentation, orders: [mri]}]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleDataError, match=r"data-incomplete\.params"):
+        Knowledge.load(extra_rule_dir=tmp_path)
