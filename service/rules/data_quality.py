@@ -99,6 +99,9 @@ def _reasons_by_key(gaps: Sequence[DataGap], params: DataIncompleteParams) -> di
 
 
 def _join(labels: list[str]) -> str:
+    """Labels for the one-line summary: at most three named, the rest counted."""
     if len(labels) <= 2:
         return " and ".join(labels)
-    return ", ".join(labels[:-1]) + " and " + labels[-1]
+    if len(labels) == 3:
+        return f"{labels[0]}, {labels[1]} and {labels[2]}"
+    return f"{labels[0]}, {labels[1]} and {len(labels) - 2} other sources"

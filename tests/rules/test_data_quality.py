@@ -14,6 +14,7 @@ from service.render.cards import render_card
 from service.rules import data_quality
 from service.rules.catalogue import RuleData, RuleDataError, load_rule_data
 from service.rules.findings import Finding
+from tests.fhir.support import KEYS
 
 TODAY = date(2026, 11, 23)
 FFRCT = Code("cpt", "75580")
@@ -109,6 +110,10 @@ def test_one_card_for_many_gaps_with_checks_and_reasons_once(data: RuleData) -> 
         in (finding.details["source_lines"])
     )
     checks = finding.details["checks"].split("; ")
+    many = _one(_facts(*(DataGap(k, "FHIR server answered 500") for k in KEYS)), data)
+    assert many.details["sources"] == (
+        "patient demographics, insurance coverage and 6 other sources"
+    )
     assert len(checks) == len(set(checks))
     assert checks[-1] == "every check on data that was not prefetched"
 
