@@ -70,10 +70,10 @@ async def discovery(request: Request) -> JSONResponse:
 async def invoke(service_id: str, request: Request) -> JSONResponse:
     started = time.perf_counter()
     runtime = _runtime(request)
+    caller = await _authenticate(request)  # first: unauthenticated callers learn no service ids
     service = runtime.services.get(service_id)
     if service is None:
         raise ProblemError(404, f"no CDS service with id {service_id!r}")
-    caller = await _authenticate(request)
     note = call_note(request)  # the audit record of this call
     note.client_iss = caller.issuer
     raw = await _json_body(request)
@@ -108,9 +108,9 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
 @router.post("/cds-services/{service_id}/feedback")
 async def feedback(service_id: str, request: Request) -> JSONResponse:
     runtime = _runtime(request)
+    caller = await _authenticate(request)  # first: unauthenticated callers learn no service ids
     if runtime.services.get(service_id) is None:
         raise ProblemError(404, f"no CDS service with id {service_id!r}")
-    caller = await _authenticate(request)
     raw = await _json_body(request)
     if not isinstance(raw, dict):
         raise ProblemError(400, "request body must be a JSON object with a feedback array")

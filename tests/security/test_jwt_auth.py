@@ -290,3 +290,18 @@ async def test_tokens_are_not_logged(
     for token in (good, bad):
         for part in token.split("."):
             assert part not in logged
+
+
+@pytest.mark.parametrize("path", ["/cds-services/no-such-service", "/cds-services/nope/feedback"])
+async def test_unknown_service_ids_are_not_revealed_without_a_token(
+    secured: Settings, app_client: Any, keys: Keys, path: str
+) -> None:
+    body = FEEDBACK if path.endswith("/feedback") else REQUEST
+    async with app_client(secured) as client:
+        anonymous = await client.post(path, json=body)
+        authenticated = await client.post(
+            path, json=body, headers=bearer(mint(keys.ec, f"{SERVICE_BASE}{path}"))
+        )
+    assert anonymous.status_code == 401
+    assert anonymous.json() == EMPTY_401
+    assert authenticated.status_code == 404
