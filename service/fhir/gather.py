@@ -279,7 +279,7 @@ async def gather(
         lead = _lead(key, prefetch, continuation)
         try:
             if endpoint is None:
-                raise FhirFetchError(f"{lead}, and {refusal}")
+                raise FhirFetchError(refusal)
             if continuation:
                 link = next_link(prefetch[key])
                 plans.append(_Plan(key, endpoint.follow(link), read=False, continuation=True))
@@ -288,10 +288,14 @@ async def gather(
                 templates[key], request.context, user_id if isinstance(user_id, str) else None
             )
             if query is None:
-                raise FhirFetchError(f"{lead}, and the request lacks a value its query needs")
+                raise FhirFetchError("the request lacks a value its query needs")
             plans.append(_Plan(key, endpoint.url_for(query), is_read(query), continuation=False))
         except FhirFetchError as exc:
-            _mark_failed(data, key, 1 if continuation else 0, exc.reason)
+            reason = f"{lead}, and {exc.reason}"
+            if continuation:  # the prefetched page is kept
+                data.gaps.append(DataGap(key, reason))
+            else:
+                _mark_failed(data, key, 0, reason)
     if plans and endpoint is not None:
         started = time.perf_counter()
         client = FhirClient(http, endpoint, settings.max_response_bytes)

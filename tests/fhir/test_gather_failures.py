@@ -198,7 +198,8 @@ async def test_client_paginated_prefetch_link_to_another_host_is_not_followed() 
         data = await _gather(_serving(handler), prefetch)
         assert ids(data, "conditions") == ["Condition/c1"], link
         assert data.provenance["conditions"] == "prefetch"
-        assert len(reasons(data, "conditions")) == 1, link
+        (reason,) = reasons(data, "conditions")
+        assert reason.startswith("only part was prefetched, and "), link
     assert seen == []
 
 
@@ -218,3 +219,15 @@ async def test_gap_reasons_never_carry_the_token_or_the_patient_id() -> None:
     for gap in data.gaps:
         assert "t0k3n" not in gap.reason
         assert PATIENT not in gap.reason
+
+
+async def test_client_paginated_prefetch_without_server_access_keeps_the_first_page() -> None:
+    prefetch = _only("conditions")
+    prefetch["conditions"] = _searchset([condition("c1")], f"{BASE}/Condition?page=2")
+    request = hook_request(fhir_server=None, token=None, prefetch=prefetch)
+    data = await run_gather(_serving(_answer({})), request, allowance=None)
+    assert ids(data, "conditions") == ["Condition/c1"]
+    assert data.provenance["conditions"] == "prefetch"
+    assert reasons(data, "conditions") == [
+        "only part was prefetched, and the request named no FHIR server"
+    ]
