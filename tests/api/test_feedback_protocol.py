@@ -15,6 +15,7 @@ import pytest
 
 from tests.api.builders import ORDER_SIGN_URL, bundling_pair, hook_request
 from tests.api.test_invocation_errors import assert_outcome
+from tests.support.conformance import assert_conformant_response
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -74,7 +75,13 @@ async def test_repeated_feedback_is_accepted_again(shared_client: httpx.AsyncCli
 
 async def test_feedback_on_a_card_the_service_issued(shared_client: httpx.AsyncClient) -> None:
     response = await shared_client.post(ORDER_SIGN_URL, json=hook_request(*bundling_pair()))
-    card = response.json()["cards"][0]
+    assert response.status_code == 200, response.text
+    assert_conformant_response(response.json())
+    card = next(
+        c
+        for c in response.json()["cards"]
+        if c["source"]["topic"]["code"] == "cac-bundling-conflict"
+    )
     suggestion = card["suggestions"][0]["uuid"]
     feedback = {
         "feedback": [

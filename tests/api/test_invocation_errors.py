@@ -223,6 +223,7 @@ async def test_body_over_the_limit_is_413(make_settings: Any, app_client: Any) -
     assert "content-length" not in streamed.request.headers  # chunked: no declared length
     assert_outcome(streamed, 413, str(limit))
     assert small.status_code == 200  # the limit is not so low that it refuses real calls
+    assert_conformant_response(small.json())
 
 
 def _mutations() -> list[Any]:
