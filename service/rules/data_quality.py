@@ -67,13 +67,14 @@ def data_incomplete(facts: Facts, data: RuleData) -> Iterator[Finding]:
     params = DataIncompleteParams.of(data)
     reasons = _reasons_by_key(facts.gaps, params)
     labels: list[str] = []
-    lines: list[str] = []
+    # Sources failing for the same reason(s) share one line: a refused token is one problem.
+    lines: dict[str, list[str]] = {}
     checks: list[str] = []
     for key, key_reasons in reasons.items():
         source = params.sources.get(key)
         label = source.label if source else key
         labels.append(label)
-        lines.append(f"- **{label[:1].upper()}{label[1:]}**: {'; '.join(key_reasons)}")
+        lines.setdefault("; ".join(key_reasons), []).append(f"**{label[:1].upper()}{label[1:]}**")
         names = source.check_names(families) if source else [params.unlisted_checks]
         checks.extend(n for n in names if n not in checks)
     yield Finding(
@@ -81,7 +82,9 @@ def data_incomplete(facts: Facts, data: RuleData) -> Iterator[Finding]:
         order_refs=tuple(o.ref for o in facts.focus_orders),
         details={
             "sources": _join(labels),
-            "source_lines": "\n".join(lines),
+            "source_lines": "\n".join(
+                f"- {', '.join(names)}: {why}" for why, names in lines.items()
+            ),
             "checks": "; ".join(checks) if checks else "none for these orders",
         },
     )

@@ -100,7 +100,13 @@ async def test_wrong_token_gives_a_data_incomplete_card(
     assert "data-incomplete" in topics(body)
     card = _card(body, "data-incomplete")
     assert card["indicator"] == "info"
-    assert "**Insurance coverage**: FHIR server answered 401" in card["detail"]
+    # Every source failed the same way: one line names them all.
+    assert (
+        "- **Patient demographics**, **Insurance coverage**, **The problem list and diagnoses**, "
+        "**BMI observations**, "
+        "**CCTA reports**, **Procedures on file**, **Imaging studies on file**, "
+        "**Cardiac CT orders on file**: FHIR server answered 401\n\n"
+    ) in card["detail"]
     assert "bundling with orders on file" in card["detail"]
     assert "stale-token-123" not in str(body)
 

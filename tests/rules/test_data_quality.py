@@ -59,6 +59,19 @@ def test_no_gaps_no_card(data: RuleData) -> None:
     assert list(data_quality.data_incomplete(_facts(), data)) == []
 
 
+def test_sources_failing_the_same_way_share_a_line(data: RuleData) -> None:
+    finding = _one(
+        _facts(
+            DataGap("bmi", "FHIR server answered 401"),
+            DataGap("coverage", "FHIR server answered 401"),
+        ),
+        data,
+    )
+    assert finding.details["source_lines"] == (
+        "- **Insurance coverage**, **BMI observations**: FHIR server answered 401"
+    )
+
+
 def test_names_each_source_with_its_reason_and_the_skipped_checks(data: RuleData) -> None:
     finding = _one(
         _facts(
@@ -105,9 +118,11 @@ def test_one_card_for_many_gaps_with_checks_and_reasons_once(data: RuleData) -> 
     assert finding.details["sources"] == (
         "CCTA reports, procedures on file and the EHR's FHIR server"
     )
-    assert (
-        "- **Procedures on file**: FHIR server answered 401; 2 Procedure resource(s) could "
-        in (finding.details["source_lines"])
+    assert finding.details["source_lines"] == (
+        "- **CCTA reports**: FHIR server answered 401\n"
+        "- **Procedures on file**: FHIR server answered 401; "
+        "2 Procedure resource(s) could not be read\n"
+        "- **The EHR's FHIR server**: the FHIR server is not on this client's allowlist"
     )
     checks = finding.details["checks"].split("; ")
     many = _one(_facts(*(DataGap(k, "FHIR server answered 500") for k in KEYS)), data)
