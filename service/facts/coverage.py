@@ -4,10 +4,11 @@ Contract: shared/reference/rules.md §4 and research/clinical-rules.md §6.3. Th
 is the active Coverage of this patient whose period covers the date of service, lowest `order`
 first (missing order last). It is then matched against the payer directory (payers.yaml):
 
-1. A row whose SOPT codes match a Medicare code decides first (a commercial carrier's Medicare
-   Advantage plan is Medicare Advantage, whatever the payor is called).
-2. Otherwise a payor identifier match, then the longest name/alias match, then any SOPT match
-   (exact codes before families, longer families first).
+1. A SOPT code on Coverage.type decides the payer kind (exact codes before families, longer
+   families first): a commercial carrier's Medicare Advantage or Medicaid plan is MA/Medicaid,
+   whatever the payor is called. A payor identifier or name (longest alias) may then pick a
+   more specific row of the same kind; a conflicting name is ignored and noted in `why`.
+2. Without a usable SOPT code, a payor identifier match, then the longest name/alias match.
 3. Medicare with no usable type (SOPT 1, or only the word "Medicare") is "medicare-unknown",
    unless a Medigap-type secondary shows Original Medicare is primary. We never guess an ABN.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from fhir.resources.R4B.coverage import Coverage
 from fhir.resources.R4B.organization import Organization
@@ -30,7 +31,6 @@ from service.rules.catalogue import PayerRow, RuleData
 
 MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 _MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)
-_UNKNOWN_MEDICARE_SOPT = frozenset({"1", "19", "13"})  # Medicare parent, other, hospice
 
 
 @dataclass(frozen=True)
@@ -145,18 +145,24 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
         None,
     )
     by_name = best({r.id: _name_score(r, evidence.names) for r in rows})
+    named, how = (by_id, "payor identifier") if by_id else (by_name, "payor or plan name")
     sopt_text = ", ".join(sorted(evidence.sopt)) or "none"
-    if by_sopt is not None and by_sopt.kind in MEDICARE_KINDS:
-        return Classified(evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}")
-    if by_id is not None:
-        return Classified(evidence, by_id.kind, by_id, f"payor identifier: {by_id.name}")
-    medicare_hint = bool(evidence.sopt & _UNKNOWN_MEDICARE_SOPT) or any(
+    if by_sopt is not None:
+        # The payer type code is structured data: it decides the kind. A name or identifier
+        # may only pick a more specific row of the same kind (SOPT 6 + "BCBS Kansas").
+        if named is not None and named.kind == by_sopt.kind and named is not by_sopt:
+            return Classified(
+                evidence, named.kind, named, f"{how}: {named.name} (SOPT {sopt_text})"
+            )
+        conflict = f"; ignored {how} {named.name!r}" if named and named.kind != by_sopt.kind else ""
+        return Classified(
+            evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}{conflict}"
+        )
+    medicare_hint = any(code.startswith("1") for code in evidence.sopt) or any(
         _MEDICARE_WORD.search(n) for n in evidence.names
     )
-    if by_name is not None and not (medicare_hint and by_name.kind not in MEDICARE_KINDS):
-        return Classified(evidence, by_name.kind, by_name, f"payor or plan name: {by_name.name}")
-    if by_sopt is not None and not medicare_hint:
-        return Classified(evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}")
+    if named is not None and (named.kind in MEDICARE_KINDS or not medicare_hint):
+        return Classified(evidence, named.kind, named, f"{how}: {named.name}")
     if medicare_hint:
         return Classified(
             evidence,
@@ -186,8 +192,10 @@ def covers(coverage: Coverage, patient_id: str, on: date) -> bool:
 def _as_date(value: object) -> date | None:
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return value.date()
     if isinstance(value, date):
-        return value if type(value) is date else value.date()  # type: ignore[attr-defined]
+        return value
     try:
         return date.fromisoformat(str(value)[:10])
     except ValueError:

@@ -123,6 +123,24 @@ def test_ma_plan_of_a_commercial_carrier_is_medicare_advantage(rule_data: RuleDa
     assert facts_for(rule_data, [cov]).primary.payer_kind == "medicare-advantage"
 
 
+@pytest.mark.parametrize(
+    ("sopt", "payor", "profile"),
+    [
+        ("2", "Anthem Blue Cross", "medicaid"),  # a Medicaid managed-care plan run by Anthem
+        ("21", "Centers for Medicare & Medicaid Services", "medicaid"),
+        ("5", "Aetna Medicare Advantage", "commercial-other"),  # conflicting name is ignored
+        ("6", "Anthem Blue Cross", "anthem-aim"),  # same kind: the name picks the payer
+    ],
+)
+def test_the_payer_type_code_decides_the_kind(
+    rule_data: RuleData, sopt: str, payor: str, profile: str
+) -> None:
+    result = facts_for(rule_data, [coverage("c1", sopt=sopt, payor={"display": payor})])
+    assert result.primary.payer_profile == profile
+    if sopt == "5":
+        assert "ignored" in result.primary.why
+
+
 def test_sopt_1_alone_is_ambiguous_and_reported_as_a_gap(rule_data: RuleData) -> None:
     result = facts_for(rule_data, [coverage("c1", sopt="1", payor={"display": "Medicare"})])
     assert result.primary.payer_kind == "medicare-unknown"
