@@ -93,11 +93,9 @@ class Authenticator:
             self._by_issuer[client.issuer] = client
         if settings.environment == "production":
             _require_https(self.clients)
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(follow_redirects=False, timeout=5.0)
         self.replay: ReplayCache = replay or InMemoryReplayCache()
         self.keys = JwksStore(
-            self._http,
+            http,
             cache_seconds=settings.auth.jwks_cache_seconds,
             min_refresh_seconds=settings.auth.jwks_min_refresh_seconds,
         )
@@ -108,8 +106,7 @@ class Authenticator:
 
     async def aclose(self) -> None:
         await self.replay.aclose()
-        if self._own_http:
-            await self._http.aclose()
+        await self.keys.aclose()
 
     async def authenticate(self, authorization: str | None, audience: str) -> Caller:
         auth = self.settings.auth
@@ -158,9 +155,9 @@ class Authenticator:
         except ReplayCacheUnavailable:
             raise Unauthorized("replay cache unavailable") from None
         if not first:
-            log.warning("replayed jti refused: iss=%s jti=%s", client.issuer, jti)
+            log.warning("replayed jti refused: iss=%s jti=%s", client.issuer, _shown(jti))
             raise Unauthorized("jti already used")
-        log.debug("authenticated iss=%s kid=%s jti=%s", client.issuer, kid, jti)
+        log.debug("authenticated iss=%s kid=%s jti=%s", client.issuer, _shown(kid), _shown(jti))
         return Caller(client.issuer, jti, tuple(client.fhir_servers))
 
     async def _public_key(
@@ -183,12 +180,17 @@ class Authenticator:
             if jwk is None:
                 continue
             if jwk.get("alg", alg) != alg:
-                raise Unauthorized(f"kid {kid} is registered for another alg")
+                raise Unauthorized(f"kid {_shown(kid)} is registered for another alg")
             try:
                 return jwt.PyJWK(jwk, algorithm=alg)
             except PyJWTError:
-                raise Unauthorized(f"kid {kid} does not fit alg {alg}") from None
-        raise Unauthorized(f"unknown kid {kid} for issuer {client.issuer}")
+                raise Unauthorized(f"kid {_shown(kid)} does not fit alg {alg}") from None
+        raise Unauthorized(f"unknown kid {_shown(kid)} for issuer {client.issuer}")
+
+
+def _shown(value: str) -> str:
+    """Client-chosen strings (kid, jti) as they may appear in logs: short, quoted, escaped."""
+    return repr(value[:64])
 
 
 def _require_https(clients: list[TrustedClient]) -> None:

@@ -88,18 +88,32 @@ class JwksStore:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | None,
         *,
         cache_seconds: float,
         min_refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # Created on first fetch when not given: file-only setups never open an HTTP client.
         self._http = http
+        self._own_http: httpx.AsyncClient | None = None
         self._cache_seconds = cache_seconds
         self._min_refresh = min_refresh_seconds
         self._clock = clock
         self._entries: dict[KeySource, _Entry] = {}
         self._locks: dict[KeySource, asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        if self._own_http is not None:
+            await self._own_http.aclose()
+            self._own_http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is not None:
+            return self._http
+        if self._own_http is None:
+            self._own_http = httpx.AsyncClient(follow_redirects=False, timeout=5.0)
+        return self._own_http
 
     def preload_file(self, path: Path) -> int:
         """Read a key file at startup so a missing or broken file stops the service early."""
@@ -151,7 +165,9 @@ class JwksStore:
         if source.kind == "file":
             return read_jwks_file(Path(source.location))
         try:
-            response = await self._http.get(source.location, headers={"Accept": "application/json"})
+            response = await self._client().get(
+                source.location, headers={"Accept": "application/json"}
+            )
         except httpx.HTTPError as exc:
             raise JwksError(f"fetch failed: {type(exc).__name__}") from None
         if response.status_code != 200:

@@ -305,3 +305,18 @@ async def test_unknown_service_ids_are_not_revealed_without_a_token(
     assert anonymous.status_code == 401
     assert anonymous.json() == EMPTY_401
     assert authenticated.status_code == 404
+
+
+async def test_client_chosen_kid_cannot_forge_log_lines(
+    secured: Settings, app_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    kid = "nope\n2026-01-01 INFO service.api forged line" + "x" * 5000
+    token = mint(ec_key(kid), SERVICE_URL)
+    async with app_client(secured) as client:
+        response = await client.post(SERVICE_PATH, json=REQUEST, headers=bearer(token))
+    assert response.status_code == 401
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("unknown kid" in m for m in messages)  # the refusal was logged...
+    assert not any("\n2026-01-01" in m for m in messages)  # ...without the raw newline
+    assert all(len(m) < 1000 for m in messages)
