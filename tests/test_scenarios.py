@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.cdshooks.discovery import ServiceRegistry
 from service.config import load_settings
+from service.fhir.gather import fill_template
 from service.offline import coverage_summary, scenario_resources
 from service.pipeline import Knowledge
 from tests.conftest import SERVICE_BASE
@@ -42,7 +43,8 @@ SCENARIO_DIR = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "scenario
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
 SCENARIO_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 KINDS = {"positive", "negative", "edge"}
-PREFETCH_KEYS = set(ServiceRegistry().document.services[0].prefetch or {})
+TEMPLATES = ServiceRegistry().document.services[0].prefetch or {}
+PREFETCH_KEYS = set(TEMPLATES)
 KNOWN_TOPICS = set(Knowledge.load().rule_data.rules)
 SERVER_TYPES = {
     "Patient",
@@ -143,6 +145,38 @@ def test_patient_ids_are_unique_across_scenarios() -> None:
         patient_id = load(path).data["request"]["context"]["patientId"]
         assert patient_id not in owners, f"{path.stem} reuses {patient_id} of {owners[patient_id]}"
         owners[patient_id] = path.stem
+
+
+def _ids(value: Any) -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    items = [e.get("resource") or {} for e in value.get("entry") or []]
+    if value.get("resourceType") != "Bundle":
+        items = [value]
+    return {f"{r.get('resourceType')}/{r.get('id')}" for r in items}
+
+
+@IN_MODULE_LOOP
+@pytest.mark.parametrize("path", _scenario_params())
+async def test_prefetch_is_what_the_templates_return(path: Path) -> None:
+    """Each prefetch value holds exactly what its discovery template finds on a server that
+    holds the scenario's data; otherwise the prefetch and fetch runs test different things."""
+    request = load(path).data["request"]
+    async with running_fhir_server() as fhir_server, fhir_server.client() as client:
+        await fhir_server.load(scenario_resources(request))
+        differences = {}
+        for key, template in TEMPLATES.items():
+            query = fill_template(template, request["context"], request["context"]["userId"])
+            assert query is not None, key
+            response = await client.get(f"/{query}")
+            assert response.status_code == 200, f"{key}: {response.text}"
+            found, given = _ids(response.json()), _ids(request["prefetch"][key])
+            if found != given:
+                differences[key] = {
+                    "search also finds": sorted(found - given),
+                    "prefetch also has": sorted(given - found),
+                }
+    assert not differences, json.dumps(differences, indent=2)
 
 
 # --- through the API ---------------------------------------------------------------------
