@@ -1,4 +1,4 @@
-"""Command line: `cardiac-ct-cds serve | evaluate | check-config | dev-token`."""
+"""Command line: `cardiac-ct-cds serve | evaluate | check-config | dev-token | report`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,6 +150,58 @@ def dev_token(
         typer.echo(f"dev client key unusable: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(sign_dev_token(keys, audience))
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str | None,
+        typer.Option(help="First day (YYYY-MM-DD) or ISO date-time; default 30 days ago"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Last day, included (YYYY-MM-DD), or ISO date-time; default now"),
+    ] = None,
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format")] = (
+        ReportFormat.table
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Override analytics: cards issued, accepted and overridden per topic, payer and reason."""
+    from rich.console import Console
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.storage.report import as_csv, build_report, period, print_table
+    from service.storage.service import utc_now
+    from service.storage.store import Storage
+
+    settings = _settings(config)
+    _configure_logging("WARNING")
+    try:
+        start, end = period(since, until, utc_now())
+    except ValueError as exc:
+        typer.echo(f"invalid --since/--until: {exc}", err=True)
+        raise typer.Exit(2) from None
+    storage = Storage(settings.storage.url)
+    try:
+        result = build_report(storage, start, end)
+    except SQLAlchemyError as exc:
+        typer.echo(f"database unavailable: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        storage.dispose()
+    if output is ReportFormat.json:
+        typer.echo(json.dumps(result.wire(), indent=2))
+    elif output is ReportFormat.csv:
+        typer.echo(as_csv(result), nl=False)
+    else:
+        print_table(result, Console())
 
 
 if __name__ == "__main__":

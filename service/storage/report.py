@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -69,7 +70,7 @@ class ReasonKey:
     def label(self) -> str:
         if self.code is None:
             return "(no reason given)"
-        return f"{self.display or self.code} [{self.code}]"
+        return f"{self.display} [{self.code}]" if self.display else self.code
 
 
 @dataclass
@@ -214,7 +215,7 @@ def _percent(value: float | None) -> str:
 
 def print_table(report: OverrideReport, console: Console) -> None:
     console.print(
-        f"Cards issued {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC",
+        f"Cards issued from {report.since:%Y-%m-%d %H:%M} up to {report.until:%Y-%m-%d %H:%M} UTC",
         style="bold",
     )
     for title, groups in (
@@ -226,7 +227,7 @@ def print_table(report: OverrideReport, console: Console) -> None:
         for column in ("issued", "accepted", "overridden", "override rate", "of issued"):
             table.add_column(column, justify="right")
         for name, tally in sorted(groups.items()):
-            table.add_row(name, *_cells(tally))
+            table.add_row(escape(name), *_cells(tally))
         table.add_section()
         table.add_row("all", *_cells(report.total), style="bold")
         console.print(table)
@@ -235,7 +236,8 @@ def print_table(report: OverrideReport, console: Console) -> None:
     reasons.add_column("overridden", justify="right")
     reasons.add_column("share", justify="right")
     for reason, count in report.by_reason.most_common():
-        reasons.add_row(reason.label, str(count), _percent(count / report.total.overridden))
+        share = _percent(count / report.total.overridden)
+        reasons.add_row(escape(reason.label), str(count), share)
     console.print(reasons)
     if report.unknown_cards:
         console.print(

@@ -24,6 +24,7 @@ from service.storage.writer import AuditWriter
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = timedelta(days=1)
+PURGE_RETRY = timedelta(hours=1)
 PING_TIMEOUT_SECONDS = 2.0
 
 
@@ -157,5 +158,7 @@ class Persistence:
             try:
                 await self.purge()
             except (SQLAlchemyError, OSError) as exc:
-                log.error("retention purge failed (%s); next try in a day", type(exc).__name__)
+                log.error("retention purge failed (%s); retrying in an hour", type(exc).__name__)
+                await asyncio.sleep(PURGE_RETRY.total_seconds())
+                continue
             await asyncio.sleep(PURGE_INTERVAL.total_seconds())

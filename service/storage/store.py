@@ -135,8 +135,11 @@ class Storage:
             stored = 0
             for entry in entries:
                 row = _feedback_row(entry, service_id, client_iss, received_at, known)
-                result = session.execute(self._insert_new(CardFeedback).values(row))
-                stored += max(getattr(result, "rowcount", 0), 0)
+                # RETURNING, not rowcount: psycopg reports -1 for this statement.
+                inserted = session.execute(
+                    self._insert_new(CardFeedback).values(row).returning(CardFeedback.id)
+                )
+                stored += inserted.first() is not None
         return FeedbackResult(stored, len(entries) - stored, len(uuids - known))
 
     def purge(self, older_than: datetime) -> PurgeResult:

@@ -1,0 +1,117 @@
+"""One audit record per hook call, answered or rejected, findable by hookInstance."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from service.config import Settings
+from service.storage.models import HookCall
+from service.storage.store import Storage
+from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
+from tests.security.support import ISSUER, auth_settings, bearer, ec_key, mint, write_jwks
+from tests.storage.conftest import ServedApp
+from tests.support.conformance import assert_conformant_response, topics
+
+
+def calls_for(storage: Storage, hook_instance: str) -> list[HookCall]:
+    with storage.session() as session:
+        query = (
+            select(HookCall)
+            .where(HookCall.hook_instance == hook_instance)
+            .options(selectinload(HookCall.cards))
+        )
+        return list(session.scalars(query))
+
+
+def with_instance(hook_instance: str) -> dict[str, Any]:
+    request = copy.deepcopy(REQUEST)
+    request["hookInstance"] = hook_instance
+    return request
+
+
+async def test_answered_call_is_audited_with_cards_and_data_sources(
+    make_settings: Any, database_url: str, tmp_path: Path
+) -> None:
+    key = ec_key()
+    jwks = write_jwks(tmp_path / "jwks.json", key)
+    settings: Settings = make_settings(
+        storage={"url": database_url},
+        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(jwks)}]),
+    )
+    served = ServedApp(settings)
+    async with served as client:
+        response = await client.post(
+            ORDER_SIGN_URL,
+            json=with_instance("audit-answered-1"),
+            headers=bearer(mint(key, f"http://cds.test{ORDER_SIGN_URL}")),
+        )
+        await served.drain_audit()
+        [call] = calls_for(served.persistence.storage, "audit-answered-1")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_conformant_response(body)
+    assert (call.status, call.hook, call.service_id) == (200, "order-sign", "cardiac-ct-order-sign")
+    assert call.client_iss == ISSUER
+    assert call.patient_id == "pat-1"
+    assert call.order_ids == ["ServiceRequest/cac-1", "ServiceRequest/ccta-1"]
+    assert call.latency_ms > 0
+    # Every key was sent as null prefetch: "no data", and nothing fetched.
+    assert call.data_sources and set(call.data_sources.values()) == {"null"}
+    issued = {(c.card_uuid, c.topic, c.indicator) for c in call.cards}
+    assert issued == {
+        (card["uuid"], code, card["indicator"])
+        for card, code in zip(body["cards"], topics(body), strict=True)
+    }
+    bundling = next(c for c in call.cards if c.topic == "cac-bundling-conflict")
+    assert "ServiceRequest/cac-1" in bundling.order_refs
+
+
+async def test_rejected_calls_are_audited_with_what_is_known(settings: Settings) -> None:
+    wrong_hook = with_instance("audit-rejected-1")
+    wrong_hook["hook"] = "order-select"
+    served = ServedApp(settings)
+    async with served as client:
+        rejected = await client.post(ORDER_SIGN_URL, json=wrong_hook)
+        unknown = await client.post("/cds-services/no-such-service", json=REQUEST)
+        too_big = await client.post(
+            ORDER_SIGN_URL, content=b"x" * (settings.limits.max_body_bytes + 1)
+        )
+        await served.drain_audit()
+        storage = served.persistence.storage
+        [call] = calls_for(storage, "audit-rejected-1")
+        with storage.session() as session:
+            statuses = sorted((c.service_id, c.status) for c in session.scalars(select(HookCall)))
+    assert (rejected.status_code, unknown.status_code, too_big.status_code) == (400, 404, 413)
+    assert (call.status, call.hook, call.patient_id, call.cards) == (
+        400,
+        "order-select",
+        "pat-1",
+        [],
+    )
+    assert statuses == [
+        ("cardiac-ct-order-sign", 400),
+        ("cardiac-ct-order-sign", 413),
+        ("no-such-service", 404),
+    ]
+
+
+async def test_discovery_and_feedback_are_not_hook_calls(settings: Settings) -> None:
+    served = ServedApp(settings)
+    async with served as client:
+        await client.get("/cds-services")
+        await client.post(
+            f"{ORDER_SIGN_URL}/feedback",
+            json={
+                "feedback": [
+                    {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-01T00:00Z"}
+                ]
+            },
+        )
+        await served.drain_audit()
+        with served.persistence.storage.session() as session:
+            assert list(session.scalars(select(HookCall))) == []

@@ -1,0 +1,109 @@
+"""A feedback 200 means committed: SIGKILL a real `cardiac-ct-cds serve` right after the answer,
+and the item is in the database and in the report of the restarted service."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from service.storage.models import CardFeedback
+from service.storage.store import Storage
+from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
+from tests.storage.test_feedback import FEEDBACK_URL, overridden
+from tests.support.conformance import assert_conformant_response, topics
+
+STARTUP_LIMIT_SECONDS = 60  # a bound for a slow machine, not a timing assertion
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("cardiac-ct-cds")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+
+
+@contextmanager
+def running_service(tmp_path: Path, database_url: str, name: str) -> Iterator[Any]:
+    port = free_port()
+    config = tmp_path / f"{name}.toml"
+    config.write_text(
+        f'public_base_url = "http://127.0.0.1:{port}"\nenvironment = "test"\n'
+        f'state_dir = "{tmp_path / "var"}"\n[auth]\nenabled = false\n'
+        f'[storage]\nurl = "{database_url}"\n',
+        encoding="utf-8",
+    )
+    log = (tmp_path / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [*serve_command(), "serve", "--config", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            _wait_until_up(client, process, tmp_path / f"{name}.log")
+            yield process, client
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        log.close()
+
+
+def _wait_until_up(client: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"service exited: {log.read_text(errors='replace')}"
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"service did not start: {log.read_text(errors='replace')}")
+
+
+def test_feedback_acknowledged_survives_sigkill(tmp_path: Path, database_url: str) -> None:
+    with running_service(tmp_path, database_url, "first") as (process, client):
+        issued = client.post(ORDER_SIGN_URL, json=REQUEST)
+        assert issued.status_code == 200, issued.text
+        assert_conformant_response(issued.json())
+        card = issued.json()["cards"][topics(issued.json()).index("cac-bundling-conflict")]["uuid"]
+        deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
+        while client.get("/health").json()["storage"]["auditWritten"] < 1:  # audit is async
+            assert time.monotonic() < deadline, "audit record never written"
+            time.sleep(0.05)
+
+        acknowledged = client.post(FEEDBACK_URL, json={"feedback": [overridden(card)]})
+        process.kill()  # SIGKILL: no shutdown hooks, no flush
+        process.wait(timeout=30)
+    assert acknowledged.status_code == 200, acknowledged.text
+    assert process.returncode == -signal.SIGKILL
+
+    storage = Storage(database_url)
+    try:
+        with storage.session() as session:
+            rows = list(session.scalars(select(CardFeedback)))
+    finally:
+        storage.dispose()
+    assert [(r.card_uuid, r.outcome, r.card_known) for r in rows] == [(card, "overridden", True)]
+
+    with running_service(tmp_path, database_url, "restarted") as (_, client):
+        report = client.get("/analytics/overrides").json()
+    bundling = next(t for t in report["byTopic"] if t["topic"] == "cac-bundling-conflict")
+    assert (bundling["issued"], bundling["overridden"]) == (1, 1)
