@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from service.fhir.gather import gather_prefetch
-from service.rules.engine import RULES
 from tests.api.builders import (
     ORDER_SIGN_URL,
     PATIENT_ID,
@@ -120,11 +119,6 @@ async def test_bad_resource_in_prefetch_bundle_is_recorded_as_a_gap() -> None:
     assert "not-a-status" not in data.gaps[0].reason  # values may be PHI: paths only
 
 
-@pytest.mark.xfail(
-    "data-incomplete" not in RULES,
-    reason="the data-incomplete card is not registered yet (rules helper)",
-    strict=False,
-)
 async def test_bad_resource_in_prefetch_bundle_is_reported(
     shared_client: httpx.AsyncClient,
 ) -> None:
@@ -142,3 +136,20 @@ async def test_the_same_request_twice_gives_the_same_topics(
     second = await _topics(shared_client, copy.deepcopy(request))
     assert first == second
     assert BUNDLING in first
+
+
+async def test_failed_prefetch_without_fhir_server_degrades(
+    shared_client: httpx.AsyncClient,
+) -> None:
+    """An OperationOutcome prefetch value means the EHR's query failed; with no fhirServer to
+    retry on, the answer still comes (200) and says what is missing instead of guessing."""
+    request = hook_request(*bundling_pair())
+    request["prefetch"]["coverage"] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout"}],
+    }
+    del request["prefetch"]["conditions"]
+    found = await _topics(shared_client, request)
+    assert BUNDLING in found
+    assert "data-incomplete" in found
+    assert "coverage-missing" not in found  # unknown coverage is not "no coverage"
