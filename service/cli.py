@@ -109,12 +109,14 @@ def evaluate(
 
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
-    """Validate the configuration, rule data and card content, then exit."""
+    """Validate the configuration, client keys, rule data and card content, then exit."""
     from service.pipeline import Knowledge
+    from service.security.auth import check_auth_config
 
     settings = _settings(config)
     try:
         knowledge = Knowledge.load(settings.rules.extra_data_dir)
+        check_auth_config(settings)
     except Exception as exc:
         typer.echo(f"invalid: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -223,3 +223,9 @@ def build_authenticator(settings: Settings, *, http: httpx.AsyncClient) -> Authe
         "redis" if settings.cache.redis_url else "in-process",
     )
     return Authenticator(settings, clients, http=http, replay=replay)
+
+
+def check_auth_config(settings: Settings) -> int:
+    """What startup would refuse, without serving: unreadable key files, duplicate issuers,
+    plain-http key URLs in production. Returns the number of configured clients."""
+    return len(Authenticator(settings).clients)

@@ -89,3 +89,23 @@ async def test_sandbox_flow_end_to_end(app_client: Any) -> None:
     assert transport.requests, "the open sandbox FHIR server was not queried"
     assert all(str(r.url).startswith(OPEN_R4 + "/") for r in transport.requests)
     assert all("authorization" not in r.headers for r in transport.requests)
+
+
+def test_check_config_refuses_a_missing_client_key_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        'public_base_url = "https://cds.example.org"\n'
+        "[[auth.clients]]\n"
+        'issuer = "https://ehr.example.org"\n'
+        'jwks_file = "keys/absent.json"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["check-config", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "absent.json" in result.output
+    good = CliRunner().invoke(cli, ["check-config", "--config", str(DEPLOY / "sandbox.toml")])
+    assert good.exit_code == 0, good.output
