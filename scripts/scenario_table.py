@@ -70,6 +70,30 @@ def _all_codes(concepts: Any) -> list[str]:
     return [c for concept in concepts or [] for c in _codes(concept)]
 
 
+def _labelled(concept: Any) -> list[str]:
+    """Codes with their display, for diagnoses a reviewer should recognise at a glance."""
+    if not isinstance(concept, dict):
+        return []
+    found = [
+        f"{c['code']} ({c['display']})" if c.get("display") else str(c["code"])
+        for c in concept.get("coding") or []
+        if isinstance(c, dict) and c.get("code")
+    ]
+    return found or ([concept["text"]] if concept.get("text") else [])
+
+
+def _spoken(concept: Any) -> str:
+    """A coded value as a reader would say it: text, else display, else code."""
+    if not isinstance(concept, dict):
+        return "?"
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    return str(
+        concept.get("text")
+        or next((c["display"] for c in codings if c.get("display")), None)
+        or _join(_codes(concept))
+    )
+
+
 def _date(resource: Json, *fields: str) -> str:
     for name in fields:
         value = resource.get(name)
@@ -119,7 +143,7 @@ def _observation_value(obs: Json) -> str | None:
     if isinstance(quantity, dict) and "value" in quantity:
         return f"{quantity['value']} {quantity.get('unit') or quantity.get('code') or ''}".strip()
     if isinstance(obs.get("valueCodeableConcept"), dict):
-        return _join(_codes(obs["valueCodeableConcept"]))
+        return _spoken(obs["valueCodeableConcept"])
     if isinstance(obs.get("valueString"), str):
         return str(obs["valueString"])
     return None
@@ -146,6 +170,15 @@ def _ccta_fact(prefetch: Mapping[str, Any]) -> str | None:
     return "; ".join(parts)
 
 
+def _status(condition: Json) -> str:
+    clinical = condition.get("clinicalStatus") or {}
+    codes = _codes(clinical)
+    verification = _codes(condition.get("verificationStatus") or {})
+    if "entered-in-error" in verification or "refuted" in verification:
+        return verification[0]
+    return codes[0] if codes else ""
+
+
 def describe_facts(request: Json) -> str:
     prefetch: Mapping[str, Any] = request.get("prefetch") or {}
     facts = [_coverage_fact(prefetch)]
@@ -155,7 +188,7 @@ def describe_facts(request: Json) -> str:
         if states:
             facts.append(f"state {states[0]}")
     drafts = _resources(request["context"]["draftOrders"])
-    reasons = [c for d in drafts for c in _all_codes(d.get("reasonCode"))]
+    reasons = [c for d in drafts for rc in d.get("reasonCode") or [] for c in _labelled(rc)]
     reasons += [
         f"ref {r['reference']}" for d in drafts for r in d.get("reasonReference") or [] if r
     ]
@@ -166,7 +199,12 @@ def describe_facts(request: Json) -> str:
     if prefetch.get("conditions") is None:
         facts.append("conditions: not known")
     else:
-        facts.append(f"conditions: {_join(c for r in conditions for c in _codes(r.get('code')))}")
+        described = [
+            f"{label}{'' if _status(r) in ('active', '') else f' [{_status(r)}]'}"
+            for r in conditions
+            for label in _labelled(r.get("code"))
+        ]
+        facts.append(f"conditions: {_join(described)}")
     ccta = _ccta_fact(prefetch)
     if ccta:
         facts.append(ccta)
