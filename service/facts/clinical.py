@@ -124,7 +124,8 @@ class ClinicalReader:
     # -- diagnoses and reasons ---------------------------------------------------------
 
     def diagnoses(self) -> tuple[Diagnosis, ...]:
-        """Active Conditions: clinicalStatus active/recurrence/relapse or absent, not void."""
+        """Active Conditions: clinicalStatus active/recurrence/relapse, or absent with no
+        abatement; never entered-in-error or refuted."""
         found = []
         for ref, condition in self.conditions.items():
             if not _is_active(condition):
@@ -348,7 +349,11 @@ def _is_active(condition: Condition) -> bool:
     if _is_void(condition):
         return False
     if condition.clinicalStatus is None:
-        return True
+        # No status but an abatement date: resolved (FHIR con-4 requires an inactive status then).
+        return not any(
+            getattr(condition, f"abatement{kind}", None) is not None
+            for kind in ("DateTime", "Age", "Period", "Range", "String")
+        )
     statuses = {c.code for c in condition.clinicalStatus.coding or [] if c}
     return bool(statuses & ACTIVE_CLINICAL_STATUSES)
 

@@ -36,7 +36,12 @@ WARNING_TOPICS = frozenset(
         "ffrct-excluded-history",
     }
 )
-ACTIVE_ORDER_STATUSES = frozenset({"active", "on-hold", "completed"})
+_ORDER_STATE = {
+    "active": "an active FFR-CT order",
+    "on-hold": "an FFR-CT order on hold",
+    "completed": "a completed FFR-CT order",
+}
+ACTIVE_ORDER_STATUSES = frozenset(_ORDER_STATE)
 FINAL_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 IMAGING_REF_TYPES = ("DiagnosticReport/", "ImagingStudy/")
 MODIFIER_LABELS = {"S": "CAD-RADS modifier S (coronary stent)", "G": "CAD-RADS modifier G (graft)"}
@@ -136,8 +141,8 @@ def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """The FFR-CT is ordered as a screening test. Fires when either holds:
 
     A. The order's stated reasons include a screening code (Z13.6, Z00.00, Z00.01) and no other
-       ICD-10-CM code and no cardiac symptom in any system: the claim's diagnoses would all be
-       screening ones, whatever the problem list says.
+       ICD-10-CM code and no cardiac symptom in any system, and every reasonReference resolved:
+       the claim's diagnoses would all be screening ones, whatever the problem list says.
     B. The order states no reason, no cardiac symptom is documented anywhere, and an active
        Condition (problem list / encounter diagnosis) is a screening code: the patient is
        documented as seen for screening. Needs the Conditions to have been read.
@@ -150,7 +155,8 @@ def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
         reasons = order.reason_codes
         stated_screening = screening.matches(sorted(reasons))
         other_icd = [c for c in reasons if c.system == "icd10cm" and c not in screening]
-        if stated_screening and not other_icd and not symptoms.any_in(reasons):
+        only_screening = not other_icd and not symptoms.any_in(reasons)
+        if stated_screening and only_screening and not order.reasons_unresolved:
             shown = stated_screening[0]
         elif (
             not reasons
@@ -353,7 +359,7 @@ class _Prior:
 
 def _priors(facts: Facts, data: RuleData) -> list[_Prior]:
     priors = [
-        _Prior(o.ref, o.service_date, o.linked_refs, f"an {o.status} FFR-CT order ({o.ref})")
+        _Prior(o.ref, o.service_date, o.linked_refs, f"{_ORDER_STATE[o.status or '']} ({o.ref})")
         for o in facts.existing_orders
         if is_ffrct(o, data) and o.status in ACTIVE_ORDER_STATUSES
     ]

@@ -180,6 +180,7 @@ def test_only_active_unrefuted_conditions_are_diagnoses(data: RuleData) -> None:
         condition("active", "R07.9", clinicalStatus=status("active")),
         condition("relapse", "I20.8", clinicalStatus=status("relapse")),
         condition("no-status", "R06.02"),
+        condition("abated", "R07.89", abatementDateTime="2026-01-05"),
         condition("resolved", "R07.1", clinicalStatus=status("resolved")),
         condition("error", "R07.2", verificationStatus=status("entered-in-error", "ver")),
         condition("refuted", "I20.9", verificationStatus=status("refuted", "ver")),

@@ -410,3 +410,18 @@ def test_drafts_for_different_cctas_are_not_duplicates(data: RuleData) -> None:
     a = order("ServiceRequest/a", links=frozenset({"DiagnosticReport/old"}))
     b = order("ServiceRequest/b", links=frozenset({"DiagnosticReport/ccta-1"}))
     assert run(ffrct.duplicate, facts(a, b, cctas=(new, old)), data) == []
+
+
+def test_screening_reason_with_an_unresolved_reference_is_not_judged(data: RuleData) -> None:
+    unresolved = replace(order(reasons=frozenset({SCREENING})), reasons_unresolved=True)
+    assert run(ffrct.screening_use, facts(unresolved), data) == []
+
+
+def test_subsequent_mi_counts_as_acute(data: RuleData) -> None:
+    mi = Diagnosis("Condition/mi", frozenset({Code("icd10cm", "I222")}), date(2026, 11, 1))
+    assert run(ffrct.excluded_history, facts(diagnoses=(mi,)), data)
+
+
+def test_duplicate_card_names_the_prior_order_plainly(data: RuleData) -> None:
+    found = run(ffrct.duplicate, facts(existing_orders=(_existing("completed"),)), data)
+    assert found[0].details["other"] == "a completed FFR-CT order (ServiceRequest/ffr-old)"
