@@ -22,7 +22,7 @@ from service.render.actions import ActionBuilder, OrderContext
 from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
 from service.render.coverage_info import coverage_actions
 from service.rules.catalogue import RuleData, load_rule_data
-from service.rules.coverage import assess_coverage
+from service.rules.coverage import assess_coverage, order_label
 from service.rules.engine import RULES, Rule, check_params, evaluate
 from service.rules.findings import Finding
 
@@ -170,7 +170,7 @@ def run(
         system_actions, assertion_ids = coverage_actions(
             assessments,
             {d.ref: d.raw for d in drafts},
-            {o.ref: o.display or o.ref for o in facts.draft_orders},
+            {o.ref: order_label(o) for o in facts.draft_orders},
             knowledge.rule_data,
             today=today,
             new_uuid=new_uuid,

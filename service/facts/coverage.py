@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
 from fhir.resources.R4B.coverage import Coverage
 from fhir.resources.R4B.organization import Organization
@@ -114,11 +115,16 @@ def _sopt_score(row: PayerRow, sopt: frozenset[str]) -> int:
     return best
 
 
+@lru_cache(maxsize=1024)
+def _alias_pattern(alias: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(alias)}(?!\w)", re.IGNORECASE)
+
+
 def _name_score(row: PayerRow, names: Sequence[str]) -> int:
     """Length of the longest alias found as whole words in any name (0 = none)."""
     best = 0
     for alias in row.match.names:
-        pattern = re.compile(rf"(?<!\w){re.escape(alias)}(?!\w)", re.IGNORECASE)
+        pattern = _alias_pattern(alias)
         if any(pattern.search(name) for name in names):
             best = max(best, len(alias))
     return best

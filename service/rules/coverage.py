@@ -60,7 +60,13 @@ def payer_label(facts: Facts, data: RuleData) -> str:
 
 
 def order_label(order: Order) -> str:
-    return order.display or order.ref
+    """How card text names an order: its display, else its billing code, never a bare id."""
+    if order.display:
+        return order.display
+    billing = sorted(c for c in order.codes if c.system in {"cpt", "hcpcs"})
+    if billing:
+        return f"the {billing[0].system.upper()} {billing[0].code} order"
+    return order.ref
 
 
 def prior_auth_applies(policy: FamilyPolicy | None, state: str | None) -> bool | None:

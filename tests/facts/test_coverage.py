@@ -361,3 +361,23 @@ def test_normalise_state() -> None:
     assert normalise_state("D.C.") is None
     assert normalise_state("District of Columbia") == "DC"
     assert normalise_state("XX") is None
+
+
+def test_row_limited_to_states_matches_only_residents(tmp_path: Path) -> None:
+    (tmp_path / "site.yaml").write_text(
+        """
+payers:
+  - id: garden-state-health
+    name: Garden State Health
+    kind: commercial
+    states: ["NJ"]
+    match: {names: ["Garden State Health"]}
+    sources: [{document: "Garden State Health provider manual", effective: 2026-01-01}]
+""",
+        encoding="utf-8",
+    )
+    data = load_rule_data(tmp_path)
+    cov = [coverage("c1", sopt="5", payor={"display": "Garden State Health"})]
+    assert facts_for(data, cov, pat=patient("NJ")).primary.payer_profile == "garden-state-health"
+    assert facts_for(data, cov, pat=patient("NY")).primary.payer_profile == "commercial-other"
+    assert facts_for(data, cov, pat=patient(None)).primary.payer_profile == "commercial-other"
