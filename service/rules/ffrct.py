@@ -359,7 +359,7 @@ class _Prior:
 
 def _priors(facts: Facts, data: RuleData) -> list[_Prior]:
     priors = [
-        _Prior(o.ref, o.service_date, o.linked_refs, f"{_ORDER_STATE[o.status or '']} ({o.ref})")
+        _Prior(o.ref, o.service_date, o.linked_refs, _ORDER_STATE[o.status or ""])
         for o in facts.existing_orders
         if is_ffrct(o, data) and o.status in ACTIVE_ORDER_STATUSES
     ]
@@ -383,7 +383,7 @@ def _is_ffrct_study(study: PerformedStudy, data: RuleData) -> bool:
 def _study_label(study: PerformedStudy) -> str:
     when = study.performed.isoformat() if study.performed else "an unknown date"
     what = "performed" if study.kind == "procedure" else "reported"
-    return f"an FFR-CT {what} on {when} ({study.ref})"
+    return f"an FFR-CT {what} on {when}"
 
 
 def _same_ccta(
@@ -452,6 +452,6 @@ def _duplicate_finding(order: Order, remove: Order, other_ref: str, other: str) 
     return Finding(
         topic="ffrct-duplicate",
         order_refs=refs,
-        details={"order": _label(remove), "other": other},
+        details={"order": _label(remove), "other": other, "other_ref": other_ref},
         actions=(ProposedAction(kind="delete-order", order_ref=remove.ref),),
     )

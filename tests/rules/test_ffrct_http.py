@@ -133,7 +133,8 @@ def test_filled_summaries_fit_the_cds_hooks_limit() -> None:
         "range": "40-90 %",
         "ccta_date": "2026-11-10",
         "legacy_code": "0504T",
-        "other": "an FFR-CT performed on 2026-11-12 (Procedure/ffr-done-2026)",
+        "other": "an FFR-CT performed on an unknown date",
+        "other_ref": "Procedure/ffr-done-2026",
         "first": "history of coronary bypass graft (Z95.1)",
         "history": "history of coronary stent (Z95.5)",
     }

@@ -424,4 +424,5 @@ def test_subsequent_mi_counts_as_acute(data: RuleData) -> None:
 
 def test_duplicate_card_names_the_prior_order_plainly(data: RuleData) -> None:
     found = run(ffrct.duplicate, facts(existing_orders=(_existing("completed"),)), data)
-    assert found[0].details["other"] == "a completed FFR-CT order (ServiceRequest/ffr-old)"
+    assert found[0].details["other"] == "a completed FFR-CT order"
+    assert found[0].details["other_ref"] == "ServiceRequest/ffr-old"
