@@ -16,7 +16,6 @@ import httpx
 from service.cdshooks.discovery import ServiceRegistry
 from service.cdshooks.models import HookRequest, ServiceDefinition
 from service.config import Settings
-from service.facts.model import DataGap
 from service.fhir.gather import gather
 from service.pipeline import Evaluation, Knowledge, run
 from service.render.cards import IdFactory, new_id
@@ -39,17 +38,14 @@ class Runtime:
     async def answer(
         self, service: ServiceDefinition, request: HookRequest, caller: Caller
     ) -> Evaluation:
-        access_gaps: list[DataGap] = []
         allowance = None
         if request.fhirServer:
             allowance = caller.fhir_allowance(request.fhirServer)
             if allowance is None:
-                # SSRF guard: a fhirServer outside the caller's allowlist is never contacted.
+                # SSRF guard: a fhirServer outside the caller's allowlist is never contacted
+                # (gather records the gap, only if a key actually needed fetching).
                 log.warning(
                     "fhirServer not in the allowlist of issuer %s; not contacted", caller.issuer
-                )
-                access_gaps.append(
-                    DataGap("fhirServer", "the FHIR server is not on this client's allowlist")
                 )
         data = await gather(
             templates=service.prefetch or {},
@@ -58,7 +54,6 @@ class Runtime:
             http=self.http,
             settings=self.settings.fhir,
         )
-        data.gaps[:0] = access_gaps
         return run(
             request,
             data,

@@ -272,6 +272,8 @@ async def gather(
         return data
     prefetch: Mapping[str, Any] = request.prefetch or {}
     endpoint, refusal = _endpoint(request, allowance)
+    if request.fhirServer and allowance is None:
+        data.gaps.append(DataGap("fhirServer", "the FHIR server is not on this client's allowlist"))
     user_id = request.context.get("userId")
     plans: list[_Plan] = []
     for key in to_fetch:

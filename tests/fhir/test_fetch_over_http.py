@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fhir.support import PATIENT, RecordingTransport, chart, hook_request, order
+from tests.fhir.support import KEYS, PATIENT, RecordingTransport, chart, hook_request, order
 from tests.support.conformance import assert_conformant_response, topics
 from tests.support.fhir_server import FhirServer
 
@@ -152,4 +152,20 @@ async def test_data_incomplete_card_can_be_switched_off(
     body = await _post(
         app_client, _settings(make_settings, fhir_server.base_url), fhir_server.transport, request
     )
+    assert "data-incomplete" not in topics(body)
+
+
+async def test_full_prefetch_with_an_unlisted_server_is_not_data_incomplete(
+    fhir_server: FhirServer, make_settings: Any, app_client: Any
+) -> None:
+    """Nothing needed fetching, so an unreachable fhirServer silenced no check."""
+    recorder = RecordingTransport(fhir_server.transport)
+    prefetch: dict[str, Any] = {key: None for key in KEYS}
+    body = await _post(
+        app_client,
+        _settings(make_settings, "http://other.test/fhir"),
+        recorder,
+        hook_request(fhir_server=fhir_server.base_url, token=fhir_server.token, prefetch=prefetch),
+    )
+    assert recorder.requests == []
     assert "data-incomplete" not in topics(body)
