@@ -417,3 +417,35 @@ def test_parse_cad_rads_and_ref_key() -> None:
     assert ref_key("https://x/fhir/Observation/a/_history/1") == "Observation/a"
     assert ref_key("#c1") == "#c1"
     assert ref_key("nothing") is None
+
+
+def test_contained_result_observation_is_read(data: RuleData) -> None:
+    contained = observation("c-sten", **percent(81))
+    del contained["subject"]
+    ccta = bundle(report(contained=[contained], result=[{"reference": "#c-sten"}]))
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.max_stenosis_percent == 81
+
+
+def test_odd_but_valid_data_reads_as_unknown(data: RuleData) -> None:
+    """Dangling references, value-less quantities, cycles and unrelated reasons are tolerated."""
+    cyclic = observation("loop", hasMember=[{"reference": "Observation/loop"}])
+    empty = observation("empty", valueQuantity={"unit": "%"})
+    uncoded = {"resourceType": "Condition", "id": "x", "subject": {"reference": "Patient/p1"}}
+    ccta = bundle(
+        report(results=["loop", "empty", "gone"], effectiveDateTime=None, issued=None),
+        cyclic,
+        empty,
+    )
+    order = ffrct_order(
+        reasonReference=[{"reference": "Patient/p1"}, {"reference": "Condition/not-here"}],
+        supportingInfo=[{"display": "outside CCTA, faxed"}],
+    )
+    facts = make_facts(data, [order], cctaReports=ccta, conditions=bundle(uncoded))
+    (reading,) = facts.cctas
+    assert reading.performed is None
+    assert reading.max_stenosis_percent is None and reading.cad_rads is None
+    assert facts.draft_orders[0].reasons_unresolved
+    assert facts.draft_orders[0].linked_refs == frozenset()
+    assert facts.gaps == ()
+    assert [d.codes for d in facts.diagnoses] == [frozenset()]
