@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 from service.facts.model import Code, Facts, Order
 from service.rules.catalogue import RuleData
-from service.rules.coverage import cost_text, order_label, payer_label, payer_policy
+from service.rules.coverage import (
+    cost_text,
+    order_label,
+    payer_label,
+    payer_policy,
+    policy_owner,
+)
 from service.rules.findings import Finding, ProposedAction
 
 
@@ -168,7 +174,7 @@ def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
             details={
                 "order": order_label(order),
                 "code": _cac_code(order, data),
-                "payer": payer_label(facts, data),
+                "payer": policy_owner(facts, data),
                 "why": "the stated reason is screening"
                 if stated
                 else "no cardiac symptom is documented",

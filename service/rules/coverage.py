@@ -53,10 +53,18 @@ def payer_policy(facts: Facts, data: RuleData, family: str) -> FamilyPolicy | No
 
 
 def payer_label(facts: Facts, data: RuleData) -> str:
+    """The payer as the coverage names it ("Humana Gold Plus HMO"), else the directory row."""
     row = payer_row(facts, data)
     if facts.coverage and facts.coverage.payer_name:
         return facts.coverage.payer_name
     return row.name if row else "the patient's plan"
+
+
+def policy_owner(facts: Facts, data: RuleData) -> str:
+    """Whose policy a card cites: the directory row with the policy (the payor display may be
+    an employer trust or a TPA), else the payer as the coverage names it."""
+    row = payer_row(facts, data)
+    return row.name if row is not None and row.policies else payer_label(facts, data)
 
 
 def order_label(order: Order) -> str:
@@ -119,8 +127,8 @@ def prior_auth_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
             order_refs=(order.ref,),
             details={
                 "order": order_label(order),
-                "payer": payer_label(facts, data),
-                "reviewer": policy.prior_auth_by or payer_label(facts, data),
+                "payer": policy_owner(facts, data),
+                "reviewer": policy.prior_auth_by or policy_owner(facts, data),
                 "family": FAMILY_LABELS[family],
             },
         )
