@@ -109,9 +109,16 @@ def test_scenario_file_is_well_formed(path: Path) -> None:
     assert isinstance(expect["topics"], list)
     assert expect["topics"] == sorted(expect["topics"]), "expect.topics must be sorted"
     assert set(expect["topics"]) <= KNOWN_TOPICS, set(expect["topics"]) - KNOWN_TOPICS
+    drafts = {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in request["context"]["draftOrders"].get("entry", [])
+    }
+    # A typo here would make a `null` expectation pass vacuously.
     for ref, values in (expect.get("coverage") or {}).items():
-        assert re.fullmatch(r"[A-Za-z]+/[\w\-.]+", ref), ref
+        assert ref in drafts, f"expect.coverage names {ref}, which is not a draft order"
         assert values is None or isinstance(values, dict), ref
+    for ref in request["context"].get("selections") or []:
+        assert ref in drafts, f"selection {ref} is not a draft order"
 
 
 @pytest.mark.parametrize("path", _scenario_params())
