@@ -262,7 +262,8 @@ def assess_coverage(
             draft = _assess_cac(facts, data, topics, facts.coverage.payer_kind)
         else:
             draft = _assess_ffrct(facts, data, topics, is_warning)
-        _add_prior_auth(draft, payer_policy(facts, data, family), facts.patient_state)
+        if draft.covered != "not-covered":  # CRD q2: no pa-needed on a not-covered answer
+            _add_prior_auth(draft, payer_policy(facts, data, family), facts.patient_state)
         doc_needed = tuple(draft.doc_needed or ())
         if facts.hook == "order-select":
             doc_needed = ()  # CRD hook-19: never ask for documentation on order-select
@@ -271,7 +272,7 @@ def assess_coverage(
                 order_ref=order.ref,
                 coverage_ref=facts.coverage.ref,
                 covered=draft.covered,
-                pa_needed=None if draft.covered == "not-covered" else draft.pa_needed,
+                pa_needed=draft.pa_needed,
                 doc_needed=doc_needed,
                 doc_purpose=("withorder",) if doc_needed else (),
                 info_needed=tuple(draft.info_needed or ()),

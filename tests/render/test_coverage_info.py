@@ -272,3 +272,25 @@ def test_rendered_conditional_has_text_reasons(data: RuleData) -> None:
     assert by_url["info-needed"]["valueCode"] == "OTH"
     assert set(by_url["reason"]["valueCodeableConcept"]) == {"text"}
     ServiceRequest.model_validate(actions[0].wire()["resource"])
+
+
+def test_not_covered_says_nothing_about_prior_auth(tmp_path: Any) -> None:
+    (tmp_path / "site.yaml").write_text(
+        """
+payers:
+  - id: strict-plan
+    name: Strict Plan
+    kind: commercial
+    match: {names: ["Strict Plan"]}
+    policies:
+      cac: {position: conditional, screening_denied: true, prior_auth: true}
+    sources: [{document: "Strict Plan policy", effective: 2026-01-01}]
+""",
+        encoding="utf-8",
+    )
+    site = load_rule_data(tmp_path)
+    cac_order = order("SR/c", CAC, reasons=(Code("icd10cm", "Z136"),))
+    got = assess(facts("commercial", "strict-plan", cac_order), site)["SR/c"]
+    assert got.covered == "not-covered"
+    assert got.pa_needed is None
+    assert not any("authorization" in r for r in got.reasons)
