@@ -184,8 +184,10 @@ def covers(coverage: Coverage, patient_id: str, on: date) -> bool:
     """Active, for this patient, and its period includes the date of service."""
     if coverage.status != "active":
         return False
+    # Only a reference to ANOTHER patient excludes it: the search was by patient already, and
+    # a beneficiary given by identifier or display alone is not evidence against it.
     beneficiary = (coverage.beneficiary.reference or "") if coverage.beneficiary else ""
-    if beneficiary.rstrip("/").split("/_history")[0].split("/")[-1] != patient_id:
+    if beneficiary and beneficiary.split("/_history")[0].rstrip("/").split("/")[-1] != patient_id:
         return False
     period = coverage.period
     if period is None:

@@ -228,6 +228,14 @@ def test_expired_primary_falls_back_to_the_next_coverage(rule_data: RuleData) ->
     assert result.primary.payer_profile == "bcbs-michigan"
 
 
+def test_beneficiary_by_identifier_only_is_accepted(rule_data: RuleData) -> None:
+    cov = coverage("c1", sopt="121")
+    cov["beneficiary"] = {"identifier": {"system": "urn:mrn", "value": "123"}}
+    assert facts_for(rule_data, [cov]).primary.ref == "Coverage/c1"
+    cov["beneficiary"] = {"reference": "https://ehr.example/fhir/Patient/p1/_history/3"}
+    assert facts_for(rule_data, [cov]).primary.ref == "Coverage/c1"
+
+
 def test_other_patients_and_inactive_coverages_are_ignored(rule_data: RuleData) -> None:
     result = facts_for(
         rule_data,
