@@ -9,6 +9,7 @@ orders were still read despite the quirk.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import httpx
@@ -153,3 +154,19 @@ async def test_failed_prefetch_without_fhir_server_degrades(
     assert BUNDLING in found
     assert "data-incomplete" in found
     assert "coverage-missing" not in found  # unknown coverage is not "no coverage"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/fhir+json", "text/plain", None]
+)
+async def test_body_is_read_whatever_the_content_type(
+    shared_client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await shared_client.post(
+        ORDER_SIGN_URL, content=json.dumps(hook_request(*bundling_pair())), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert_conformant_response(response.json())
+    assert BUNDLING in topics(response.json())
