@@ -229,6 +229,10 @@ def describe_facts(request: Json) -> str:
         ]
         if items:
             facts.append(f"{label}: {'; '.join(items)}")
+    options = (request.get("extension") or {}).get("davinci-crd.configuration")
+    if isinstance(options, dict) and options:
+        shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(options.items()))
+        facts.append(f"EHR options: {shown}")
     return "; ".join(facts)
 
 
