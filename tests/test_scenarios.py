@@ -2,8 +2,8 @@
 
 (a) with the full prefetch the file carries; (b) with `prefetch` removed, the same resources in a
 real SEKMET FHIR server and `fhirServer` + `fhirAuthorization` pointing at it. Both must give the
-topics and CRD coverage information the file expects: the prefetch in a scenario is exactly what
-the discovery templates would return, so the two paths must agree.
+topics and CRD coverage information the file expects. (c) checks the premise that makes (a) and
+(b) comparable: each prefetch value is exactly what its discovery template finds on the server.
 
 Each scenario gets a fresh in-memory SEKMET server. Files reuse resource ids across scenarios
 (Coverage/cov-medicare is in ~50 of them), so one shared server would have them overwrite each
