@@ -82,7 +82,7 @@ class Storage:
         self.engine: Engine = make_engine(url)
         if self.engine.dialect.name not in SUPPORTED_BACKENDS:
             raise ValueError(f"unsupported database {self.engine.dialect.name!r}")
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -105,7 +105,7 @@ class Storage:
         self.ensure_schema()
         calls = [_call_row(r) for r in records]
         cards = [_card_row(r.id, c) for r in records for c in r.cards]
-        with self.sessions.begin() as session:
+        with self._sessions.begin() as session:
             session.execute(self._insert_new(HookCall), calls)
             if cards:
                 session.execute(self._insert_new(IssuedCardRow), cards)
@@ -125,7 +125,7 @@ class Storage:
         """
         self.ensure_schema()
         uuids = {e.card_uuid for e in entries}
-        with self.sessions.begin() as session:
+        with self._sessions.begin() as session:
             known = set(cards_pending) & uuids
             known |= set(
                 session.scalars(
@@ -145,7 +145,7 @@ class Storage:
     def purge(self, older_than: datetime) -> PurgeResult:
         """Delete hook calls (with their cards) and feedback received before `older_than`."""
         self.ensure_schema()
-        with self.sessions.begin() as session:
+        with self._sessions.begin() as session:
             cards = delete(IssuedCardRow).where(
                 IssuedCardRow.call_id.in_(
                     select(HookCall.id).where(HookCall.received_at < older_than)
@@ -164,7 +164,7 @@ class Storage:
             connection.execute(select(1))
 
     def session(self) -> Session:
-        return self.sessions()
+        return self._sessions()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,23 @@ async def test_discovery_and_feedback_are_not_hook_calls(settings: Settings) -> 
         await served.drain_audit()
         with served.persistence.storage.session() as session:
             assert list(session.scalars(select(HookCall))) == []
+
+
+SCENARIO = Path(__file__).parents[2] / "fhir_fixtures/scenarios/cac-screening-horizon-positive.json"
+
+
+async def test_payer_profile_and_coverage_assertions_are_audited(settings: Settings) -> None:
+    scenario = json.loads(SCENARIO.read_text(encoding="utf-8"))
+    served = ServedApp(settings)
+    async with served as client:
+        served.app.state.runtime.today = lambda: date.fromisoformat(scenario["today"])
+        response = await client.post(ORDER_SIGN_URL, json=scenario["request"])
+        await served.drain_audit()
+        [call] = calls_for(served.persistence.storage, scenario["request"]["hookInstance"])
+    assert response.status_code == 200, response.text
+    assert_conformant_response(response.json())
+    assert call.payer_profile == "horizon-bcbs-nj"
+    assert call.cards and {c.payer_profile for c in call.cards} == {"horizon-bcbs-nj"}
+    assert call.coverage_assertion_ids
+    for assertion_id in call.coverage_assertion_ids:
+        assert assertion_id in response.text  # the ids the client got in systemActions
