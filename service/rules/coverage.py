@@ -20,6 +20,9 @@ from service.rules.findings import Finding
 Covered = Literal["covered", "not-covered", "conditional"]
 PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
 FAMILY_LABELS = {"cac": "calcium score", "ffrct": "FFR-CT"}
+# Gaps that do not silence a coverage criterion of a "covered" answer: the Medicare plan type
+# only matters for the calcium-score ABN, and an unreachable fhirServer is reported per key too.
+NOT_CLINICAL_GAPS = frozenset({"coverage-type", "fhirServer"})
 
 
 # -- shared helpers (also used by service.rules.cac) -------------------------------------------
@@ -262,6 +265,14 @@ def assess_coverage(
             draft = _assess_cac(facts, data, topics, facts.coverage.payer_kind)
         else:
             draft = _assess_ffrct(facts, data, topics, is_warning)
+        unread = sorted({g.key for g in facts.gaps} - NOT_CLINICAL_GAPS)
+        if draft.covered == "covered" and unread:
+            # Checks were skipped for want of data: "covered" would be a guess.
+            draft.covered = "conditional"
+            draft.need_info(
+                f"Some patient data could not be read ({', '.join(unread)}), so not every "
+                "coverage criterion was checked"
+            )
         if draft.covered != "not-covered":  # CRD q2: no pa-needed on a not-covered answer
             _add_prior_auth(draft, payer_policy(facts, data, family), facts.patient_state)
         doc_needed = tuple(draft.doc_needed or ())

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from service.facts.model import Code, CoverageFacts, Facts, Order, PayerKind, PerformedStudy
+from service.facts.model import (
+    Code,
+    CoverageFacts,
+    DataGap,
+    Facts,
+    Order,
+    PayerKind,
+    PerformedStudy,
+)
 from service.render.coverage_info import COVERAGE_INFO_URL, coverage_actions
 from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import CoverageAssessment, assess_coverage
@@ -294,3 +302,13 @@ payers:
     assert got.covered == "not-covered"
     assert got.pa_needed is None
     assert not any("authorization" in r for r in got.reasons)
+
+
+def test_covered_is_not_asserted_when_checks_were_skipped(data: RuleData) -> None:
+    gap = DataGap("conditions", "FHIR server answered 503")
+    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT), gaps=(gap,))
+    got = assess(f, data)["SR/ffr"]
+    assert got.covered == "conditional"
+    assert got.pa_needed == "no-auth"
+    assert got.info_needed == ("OTH",)
+    assert "conditions" in got.reasons[0]
