@@ -21,11 +21,11 @@ from service.storage.store import AuditCard, AuditRecord
 
 _SERVICE_CALL = re.compile(r"^/cds-services/([^/]+)$")
 _STATE_KEY = "audit_note"
-_MAX_ID = 200  # column width; longer values are junk or attacks, truncated
+_MAX_ID = 200  # column widths (hook: 100); longer values are junk or attacks, truncated
 
 
-def _short(value: Any) -> str | None:
-    return value[:_MAX_ID] if isinstance(value, str) and value else None
+def _short(value: Any, limit: int = _MAX_ID) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
 
 
 @dataclass
@@ -44,7 +44,7 @@ class CallNote:
         """Take ids from the raw body, before validation, so a rejected call has them too."""
         if not isinstance(raw, dict):
             return
-        self.hook = _short(raw.get("hook"))
+        self.hook = _short(raw.get("hook"), 100)
         self.hook_instance = _short(raw.get("hookInstance"))
         context = raw.get("context")
         if isinstance(context, dict):

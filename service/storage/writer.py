@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
 from service.storage.store import AuditRecord, Storage
 
 log = logging.getLogger(__name__)
@@ -114,8 +116,8 @@ class AuditWriter:
                 batch = list(islice(self._queue, self.batch_size))
                 self._retry_now.clear()  # a storage switch during this attempt wakes the backoff
                 try:
-                    await asyncio.to_thread(self.storage.write_audit, batch)
-                except Exception as exc:  # any driver/DB error: keep the records, retry later
+                    written = await self._write(batch)
+                except Exception as exc:  # DB unreachable or failing: keep the records, retry
                     failures += 1
                     self._note_failure(exc, failures)
                     await self._backoff(failures)
@@ -124,11 +126,34 @@ class AuditWriter:
                     self._queue.popleft()
                 if not self._queue:
                     self._emptied.set()
-                self._written += len(batch)
+                self._written += written
                 if self._failing:
                     log.warning("audit storage reachable again; backlog being written")
                 failures = 0
                 self._failing = False
+
+    async def _write(self, batch: list[AuditRecord]) -> int:
+        """Write a batch. If the database refuses a record's content (not its availability),
+        write one by one and drop (count) the refused records: one bad record must not block
+        the queue forever. Any other error propagates and the batch is retried later."""
+        try:
+            await asyncio.to_thread(self.storage.write_audit, batch)
+            return len(batch)
+        except Exception as exc:
+            if not _refused_content(exc):
+                raise
+        written = 0
+        for record in batch:
+            try:
+                await asyncio.to_thread(self.storage.write_audit, [record])
+            except Exception as exc:
+                if not _refused_content(exc):
+                    raise
+                self._dropped += 1
+                log.error("audit record %s refused (%s); dropped", record.id, type(exc).__name__)
+            else:
+                written += 1
+        return written
 
     def _note_failure(self, exc: Exception, failures: int) -> None:
         self._failing = True
@@ -145,3 +170,10 @@ class AuditWriter:
         delay = min(self.retry_max_seconds, 0.25 * 2 ** min(failures, 10))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._retry_now.wait(), delay)
+
+
+def _refused_content(exc: Exception) -> bool:
+    """The database or driver refused the values themselves: retrying cannot help."""
+    if isinstance(exc, DataError | IntegrityError | TypeError | ValueError):
+        return True  # (psycopg raises a bare TypeError for a value it cannot adapt)
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
