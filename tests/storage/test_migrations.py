@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -39,3 +41,16 @@ def test_migrating_twice_is_harmless(database_url: str) -> None:
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_sqlite_connections_are_durable(tmp_path: Path) -> None:
+    """WAL with synchronous=FULL: a commit (and so a feedback 200) survives a crash."""
+    store = Storage(f"sqlite:///{tmp_path}/nested/dir/cds.db")  # the directory is created
+    try:
+        store.ensure_schema()
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.dispose()
