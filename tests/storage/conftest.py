@@ -4,6 +4,7 @@ in the `test` database, dropped afterwards). If PostgreSQL is down these tests f
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ from service.storage.store import Storage
 from tests.conftest import _client
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def unused_loopback_port() -> int:
+    """A loopback port nothing listens on now (bound by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def postgres_url(schema: str) -> str:

@@ -4,7 +4,6 @@ and the item is in the database and in the report of the restarted service."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,11 @@ from sqlalchemy import select
 from service.storage.models import CardFeedback
 from service.storage.store import Storage
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
+from tests.storage.conftest import unused_loopback_port
 from tests.storage.test_feedback import FEEDBACK_URL, overridden
 from tests.support.conformance import assert_conformant_response, topics
 
 STARTUP_LIMIT_SECONDS = 60  # a bound for a slow machine, not a timing assertion
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def serve_command() -> list[str]:
@@ -39,7 +32,7 @@ def serve_command() -> list[str]:
 
 @contextmanager
 def running_service(tmp_path: Path, database_url: str, name: str) -> Iterator[Any]:
-    port = free_port()
+    port = unused_loopback_port()
     config = tmp_path / f"{name}.toml"
     config.write_text(
         f'public_base_url = "http://127.0.0.1:{port}"\nenvironment = "test"\n'

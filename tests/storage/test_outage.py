@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
 from collections.abc import Callable
 
 from sqlalchemy import func, select
@@ -14,24 +13,16 @@ from service.config import Settings
 from service.storage.models import CardFeedback, HookCall
 from service.storage.store import Storage
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
-from tests.storage.conftest import ServedApp
+from tests.storage.conftest import ServedApp, unused_loopback_port
 from tests.support.conformance import assert_conformant_response
 
 QUEUE_SIZE = 100
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_hooks_survive_an_outage_and_the_backlog_is_written_later(
     make_settings: Callable[..., Settings], database_url: str
 ) -> None:
-    down = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{unused_loopback_port()}/test"
     settings = make_settings(
         storage={"url": down, "audit_queue_size": QUEUE_SIZE, "retry_max_seconds": 0.2}
     )
