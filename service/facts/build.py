@@ -151,9 +151,7 @@ def build_facts(
     )
     draft_refs = {o.ref for o in draft_orders}
     existing = tuple(
-        clinical.with_clinical_links(
-            order_from_model(m, codes, origin="existing", today=today), m
-        )
+        clinical.with_clinical_links(order_from_model(m, codes, origin="existing", today=today), m)
         for m in data.of_type(ServiceRequest)
         if f"ServiceRequest/{m.id}" not in draft_refs
         and getattr(m, "status", None) in {"active", "on-hold", "completed", "draft"}
