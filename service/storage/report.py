@@ -223,8 +223,9 @@ def print_table(report: OverrideReport, console: Console) -> None:
         ("By payer profile", report.by_payer_profile),
     ):
         table = Table(title=title, title_justify="left")
-        table.add_column("group")
-        for column in ("issued", "accepted", "overridden", "override rate", "of issued"):
+        # Topic codes are what rule owners search for: never truncate them.
+        table.add_column("group", no_wrap=True, min_width=max(map(len, groups), default=5))
+        for column in ("issued", "accepted", "overridden", "override\nrate", "of\nissued"):
             table.add_column(column, justify="right")
         for name, tally in sorted(groups.items()):
             table.add_row(escape(name), *_cells(tally))
