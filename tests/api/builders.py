@@ -7,32 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.fhir_json import PREFETCH_KEYS
+from tests.support.fhir_json import service_request as draft_order
+
 ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
 ORDER_SELECT_URL = "/cds-services/cardiac-ct-order-select"
-PREFETCH_KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "bmi",
-    "cctaReports",
-    "procedures",
-    "imagingStudies",
-    "cardiacOrders",
-)
-CPT = "http://www.ama-assn.org/go/cpt"
 PATIENT_ID = "pat-protocol"
 
 
 def service_request(order_id: str, cpt: str, day: str = "2026-12-01") -> dict[str, Any]:
-    return {
-        "resourceType": "ServiceRequest",
-        "id": order_id,
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": CPT, "code": cpt}]},
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
-        "occurrenceDateTime": day,
-    }
+    return draft_order(order_id, cpt, patient=PATIENT_ID, day=day)
 
 
 def draft_bundle(*resources: dict[str, Any], with_type: bool = True) -> dict[str, Any]:

@@ -6,20 +6,10 @@ import copy
 from typing import Any
 
 from tests.support.conformance import assert_conformant_response, topics
+from tests.support.fhir_json import PREFETCH_KEYS, service_request
 
 ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
-
-
-def _order(order_id: str, cpt: str, day: str = "2026-12-01") -> dict[str, Any]:
-    return {
-        "resourceType": "ServiceRequest",
-        "id": order_id,
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": cpt}]},
-        "subject": {"reference": "Patient/pat-1"},
-        "occurrenceDateTime": day,
-    }
+PATIENT = "pat-1"
 
 
 REQUEST: dict[str, Any] = {
@@ -27,28 +17,16 @@ REQUEST: dict[str, Any] = {
     "hookInstance": "0b1c3c1e-6f59-4b43-9d4b-5a0f2b8c1f10",
     "context": {
         "userId": "Practitioner/dr-1",
-        "patientId": "pat-1",
+        "patientId": PATIENT,
         "draftOrders": {
             "resourceType": "Bundle",
             "entry": [
-                {"resource": _order("cac-1", "75571")},
-                {"resource": _order("ccta-1", "75574")},
+                {"resource": service_request("cac-1", "75571", patient=PATIENT)},
+                {"resource": service_request("ccta-1", "75574", patient=PATIENT)},
             ],
         },
     },
-    "prefetch": {
-        k: None
-        for k in (
-            "patient",
-            "coverage",
-            "conditions",
-            "bmi",
-            "cctaReports",
-            "procedures",
-            "imagingStudies",
-            "cardiacOrders",
-        )
-    },
+    "prefetch": dict.fromkeys(PREFETCH_KEYS),
 }
 
 

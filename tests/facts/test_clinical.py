@@ -13,19 +13,9 @@ from service.facts.model import Code, DataGap, Facts
 from service.fhir.gather import gather_prefetch
 from service.pipeline import parse_drafts
 from service.rules.catalogue import RuleData, load_rule_data
+from tests.support.fhir_json import CPT, PREFETCH_KEYS, service_request
 
 TODAY = date(2026, 11, 23)
-KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "bmi",
-    "cctaReports",
-    "procedures",
-    "imagingStudies",
-    "cardiacOrders",
-)
-CPT = "http://www.ama-assn.org/go/cpt"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -46,25 +36,15 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
 
 
 def ffrct_order(**extra: Any) -> dict[str, Any]:
-    order = {
-        "resourceType": "ServiceRequest",
-        "id": "ffr-1",
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": CPT, "code": "75580"}]},
-        "subject": {"reference": "Patient/p1"},
-        "occurrenceDateTime": "2026-11-30",
-    }
-    order.update(extra)
-    return order
+    return {**service_request("ffr-1", "75580", patient="p1", day="2026-11-30"), **extra}
 
 
 def make_facts(
     data: RuleData, drafts: list[dict[str, Any]] | None = None, **prefetch: Any
 ) -> Facts:
     """Facts through the real parse path: prefetch values, absent keys become data gaps."""
-    values = {k: prefetch.get(k) for k in KEYS if prefetch.get(k, None) is not MISSING}
-    gathered, to_fetch = gather_prefetch({k: k for k in KEYS}, values)
+    values = {k: prefetch.get(k) for k in PREFETCH_KEYS if prefetch.get(k, None) is not MISSING}
+    gathered, to_fetch = gather_prefetch({k: k for k in PREFETCH_KEYS}, values)
     gathered.gaps.extend(DataGap(k, "not prefetched") for k in to_fetch)
     parsed, gaps = parse_drafts(bundle(*(drafts or [ffrct_order()])))
     return build_facts(

@@ -10,21 +10,12 @@ from service.cdshooks.discovery import ServiceRegistry
 from service.cdshooks.models import HookRequest
 from service.config import FhirAccessSettings, FhirServerAllowance
 from service.fhir.gather import GatheredData, gather
+from tests.support.fhir_json import PREFETCH_KEYS, service_request
 
-CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 PATIENT = "pat-1"
-KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "bmi",
-    "cctaReports",
-    "procedures",
-    "imagingStudies",
-    "cardiacOrders",
-)
+KEYS = PREFETCH_KEYS
 
 
 def templates() -> dict[str, str]:
@@ -36,15 +27,7 @@ def templates() -> dict[str, str]:
 def order(
     order_id: str, cpt: str, day: str = "2026-12-01", status: str = "draft"
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "ServiceRequest",
-        "id": order_id,
-        "status": status,
-        "intent": "order",
-        "code": {"coding": [{"system": CPT, "code": cpt}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
-        "occurrenceDateTime": day,
-    }
+    return service_request(order_id, cpt, patient=PATIENT, day=day, status=status)
 
 
 def condition(cond_id: str, icd: str = "I20.9") -> dict[str, Any]:

@@ -24,6 +24,7 @@ from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import CoverageAssessment, assess_coverage
 from service.rules.engine import evaluate
 from service.rules.findings import Finding
+from tests.support.fhir_json import service_request
 
 DOS = date(2026, 12, 1)
 CAC = Code("cpt", "75571")
@@ -200,16 +201,7 @@ def test_invariants_are_enforced(kwargs: dict[str, Any], rule: str) -> None:
 
 
 def draft(order_id: str, cpt: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "ServiceRequest",
-        "id": order_id,
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": cpt}]},
-        "occurrenceDateTime": "2026-12-01",
-        **extra,
-    }
+    return {**service_request(order_id, cpt, patient="p1"), **extra}
 
 
 def test_rendered_update_is_the_whole_order_plus_the_extension(data: RuleData) -> None:
