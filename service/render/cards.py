@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.cdshooks.models import Card, Coding, Link, Source, Suggestion
 from service.rules.catalogue import TOPIC_SYSTEM, TOPICS, RuleData
 from service.rules.findings import ActionKind, Finding
+from service.yamlfile import read_mapping
 
 IdFactory = Callable[[], str]
 
@@ -110,7 +110,7 @@ class CardCatalogue:
         templates: dict[str, CardTemplate] = {}
         shared: SharedContent | None = None
         for path in sorted(directory.glob("*.yaml")):
-            raw = _read(path)
+            raw = read_mapping(path, CardCatalogueError)
             try:
                 if path.name == "_shared.yaml":
                     shared = SharedContent.model_validate(raw)
@@ -135,16 +135,6 @@ class CardCatalogue:
         orphans = set(self.templates) - set(rule_data.rules)
         if orphans:
             raise CardCatalogueError(f"card content for unknown topic(s) {sorted(orphans)}")
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CardCatalogueError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CardCatalogueError(f"{path}: expected a mapping")
-    return raw
 
 
 def _shorten(text: str) -> str:

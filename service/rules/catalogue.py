@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from service.rules.codes import CodeList
+from service.yamlfile import read_mapping
 
 BUNDLED_DATA_DIR = Path(__file__).with_name("data")
 
@@ -150,6 +151,17 @@ class CostFigures(_Data):
         return self
 
 
+def _usps_codes(states: list[str]) -> list[str]:
+    for state in states:
+        if len(state) != 2 or not state.isalpha() or not state.isupper():
+            raise ValueError(f"state {state!r} must be a 2-letter USPS code such as 'WI'")
+    return states
+
+
+# Payer rows and policies name states the way the facts do (`Facts.patient_state`): "WI".
+UspsStates = Annotated[list[str], AfterValidator(_usps_codes)]
+
+
 class FamilyPolicy(_Data):
     """A payer's position on one code family (cac: 75571/S8092; ffrct: 75580 and legacy)."""
 
@@ -160,18 +172,10 @@ class FamilyPolicy(_Data):
     requires_supporting_diagnosis: bool | None = None
     prior_auth: bool | None = None  # None: not known (no pa-needed is asserted)
     prior_auth_by: str | None = None  # who reviews: "AIM Specialty Health", "EviCore"
-    prior_auth_states: list[str] | None = None  # None: in every state
+    prior_auth_states: UspsStates | None = None  # None: in every state
     stenosis_range: tuple[float, float] | None = None  # ffrct only: payer's stenosis range
     cost: CostFigures | None = None
     note: str | None = None  # one line for card detail and the README table
-
-    @field_validator("prior_auth_states")
-    @classmethod
-    def _states(cls, states: list[str] | None) -> list[str] | None:
-        for state in states or []:
-            if len(state) != 2 or not state.isalpha() or not state.isupper():
-                raise ValueError(f"state {state!r} must be a 2-letter USPS code such as 'WI'")
-        return states
 
     @model_validator(mode="after")
     def _consistent(self) -> FamilyPolicy:
@@ -194,18 +198,10 @@ class PayerRow(_Data):
     # A Coverage matching this row as a SECONDARY implies this kind of primary (Medigap ->
     # Original Medicare); such a row is never chosen as the primary when another exists.
     implies_primary: PayerKindName | None = None
-    states: list[str] | None = None  # the row applies only to patients living in these states
+    states: UspsStates | None = None  # the row applies only to patients living in these states
     profile: str | None = None  # inherit the policies of this row for families not set here
     policies: dict[CodeFamily, FamilyPolicy] = Field(default_factory=dict)
     sources: list[SourceRef] = Field(min_length=1)
-
-    @field_validator("states")
-    @classmethod
-    def _states(cls, states: list[str] | None) -> list[str] | None:
-        for state in states or []:
-            if len(state) != 2 or not state.isalpha() or not state.isupper():
-                raise ValueError(f"state {state!r} must be a 2-letter USPS code such as 'WI'")
-        return states
 
     def policy(self, family: str) -> FamilyPolicy | None:
         return next((p for f, p in self.policies.items() if f == family), None)
@@ -252,16 +248,6 @@ class RuleDataError(Exception):
     """Rule data failed validation; the message names the file and the entry."""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RuleDataError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise RuleDataError(f"{path}: expected a mapping at the top level")
-    return loaded
-
-
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Site overlay: mappings merge key by key, lists of payers append, scalars replace."""
     merged = dict(base)
@@ -279,7 +265,7 @@ def _load_raw(dirs: list[Path]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for directory in dirs:
         for path in sorted(directory.glob("*.yaml")):
-            raw = _merge(raw, _read_yaml(path))
+            raw = _merge(raw, read_mapping(path, RuleDataError))
     return raw
 
 
@@ -339,7 +325,7 @@ def _payer_origins(dirs: list[Path]) -> list[Path]:
     origins: list[Path] = []
     for directory in dirs:
         for path in sorted(directory.glob("*.yaml")):
-            rows = _read_yaml(path).get("payers")
+            rows = read_mapping(path, RuleDataError).get("payers")
             if isinstance(rows, list):
                 origins += [path] * len(rows)
     return origins
