@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept
@@ -19,6 +19,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from service.facts.clinical import ClinicalReader
 from service.facts.coverage import coverage_facts
+from service.facts.dates import to_date
 from service.facts.model import Code, CodeSet, DataGap, Facts, Order
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import RuleData
@@ -74,25 +75,6 @@ _DOTTED_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z]\.[0-9A-Z]{1,4}$")
 
 def _looks_like_cpt(code: str) -> bool:
     return len(code) == 5 and (code.isdigit() or (code[:4].isdigit() and code[4] in "TFU"))
-
-
-def to_date(value: Any) -> date | None:
-    """A FHIR date/dateTime/Period start as a date; None when absent."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    start = getattr(value, "start", None)
-    if start is not None:
-        return to_date(start)
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
 
 
 def order_from_model(
@@ -176,6 +158,7 @@ def build_facts(
         cctas=clinical.cctas(),
         has_bmi=clinical.has_bmi(bmi_unavailable=any(g.key == "bmi" for g in data.gaps)),
         coverage=insurance.primary,
+        coverage_by_date=insurance.by_date,
         coverage_known=insurance.known,
         other_coverages=insurance.others,
         ffrct_stenosis_range=insurance.ffrct_stenosis_range,

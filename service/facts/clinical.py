@@ -24,6 +24,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
+from service.facts.dates import to_date
 from service.facts.model import CctaResult, Code, Diagnosis, Order, PerformedStudy
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import RuleData
@@ -78,13 +79,6 @@ def _refs(references: Iterable[Any] | Any | None) -> set[str]:
     return {k for r in references if r is not None and (k := ref_key(r.reference)) is not None}
 
 
-def _date(value: Any) -> date | None:
-    # One date reader for the whole facts layer; imported here because build.py imports us.
-    from service.facts.build import to_date
-
-    return to_date(value)
-
-
 def _typed_ref(resource: Resource) -> str:
     return f"{resource.get_resource_type()}/{resource.id}"
 
@@ -135,7 +129,7 @@ class ClinicalReader:
                 (k for k in ("encounter-diagnosis", "problem-list-item") if k in categories),
                 "other",
             )
-            onset = _date(condition.onsetDateTime or condition.onsetPeriod) or _date(
+            onset = to_date(condition.onsetDateTime or condition.onsetPeriod) or to_date(
                 condition.recordedDate
             )
             found.append(
@@ -187,7 +181,7 @@ class ClinicalReader:
                 kind="procedure",
                 codes=self._concept(p.code),
                 status=p.status,
-                performed=_date(p.performedDateTime or p.performedPeriod),
+                performed=to_date(p.performedDateTime or p.performedPeriod),
                 linked_refs=frozenset(_refs(p.basedOn) | _refs(p.partOf) | _refs(p.report)),
             )
             for p in self.data.of_type(Procedure)
@@ -237,14 +231,14 @@ class ClinicalReader:
                 linked = _refs(procedure.report)
                 reports = [self.reports[k] for k in linked if k in self.reports]
                 aliases = {ref} | _refs(procedure.basedOn) | linked
-                performed = _date(procedure.performedDateTime or procedure.performedPeriod)
+                performed = to_date(procedure.performedDateTime or procedure.performedPeriod)
                 yield _Candidate(1, ref, performed, aliases, reports)
         for study in self.data.of_type(ImagingStudy):
             if study.status == "available" and ccta.any_in(
                 self.codes.concepts(study.procedureCode)
             ):
                 ref = _typed_ref(study)
-                yield _Candidate(2, ref, _date(study.started), {ref} | _refs(study.basedOn), [])
+                yield _Candidate(2, ref, to_date(study.started), {ref} | _refs(study.basedOn), [])
 
     def _result(self, group: list[_Candidate]) -> CctaResult:
         named = min(group, key=lambda c: c.rank)
@@ -359,7 +353,7 @@ def _is_active(condition: Condition) -> bool:
 
 
 def _report_date(report: DiagnosticReport) -> date | None:
-    return _date(report.effectiveDateTime or report.effectivePeriod) or _date(report.issued)
+    return to_date(report.effectiveDateTime or report.effectivePeriod) or to_date(report.issued)
 
 
 def _ordered_refs(references: Iterable[Any] | None) -> list[str]:

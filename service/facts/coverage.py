@@ -11,6 +11,13 @@ first (missing order last). It is then matched against the payer directory (paye
 2. Without a usable SOPT code, a payor identifier match, then the longest name/alias match.
 3. Medicare with no usable type (SOPT 1, or only the word "Medicare") is "medicare-unknown",
    unless a Medigap-type secondary shows Original Medicare is primary. We never guess an ABN.
+4. The agency name "Centers for Medicare & Medicaid Services" (CMS) names both programs: it is
+   read only when no plan or organization name says which one (a KanCare Medicaid plan is
+   Medicaid). A SOPT code of a private-carrier branch (5, 6, 7 families) says who the carrier
+   is, not the program: a plan named "Medicare Advantage" or "Medicaid" wins over it.
+5. A drug-only coverage (SOPT 122 Part D, 191 pharmacy benefit manager) is never primary for a
+   procedure (research/clinical-rules.md §6.3 step 1). Two coverages in force with the same
+   `order` (or none) and different payers: the primary is "undetermined", not the first listed.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 
 from fhir.resources.R4B.coverage import Coverage
@@ -26,12 +33,20 @@ from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.reference import Reference
 
+from service.facts.dates import to_date
 from service.facts.model import CoverageFacts, DataGap, Order, PayerKind
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import PayerRow, RuleData
 
 MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 _MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)
+_CMS_AGENCY = re.compile(
+    r"\bCenters for Medicare (?:&|and) Medicaid Services\b|\bCMS\b", re.IGNORECASE
+)
+# Program kinds a commercial carrier administers: a plan name saying one of them outranks a
+# private-carrier SOPT family (SOPT 6 "BCBS" + plan "Medicare Advantage PPO" is MA).
+_PROGRAM_KINDS = frozenset({"medicare-advantage", "medicaid"})
+_DRUG_ONLY_SOPT = frozenset({"122", "191"})
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,8 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
         scored = [(score[r.id], -i, r) for i, r in enumerate(rows) if score[r.id] > 0]
         return max(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
 
-    by_sopt = best({r.id: _sopt_score(r, evidence.sopt) for r in rows})
+    sopt_scores = {r.id: _sopt_score(r, evidence.sopt) for r in rows}
+    by_sopt = best(sopt_scores)
     by_id = next(
         (
             r
@@ -150,9 +166,26 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
         ),
         None,
     )
-    by_name = best({r.id: _name_score(r, evidence.names) for r in rows})
+    # The CMS agency name says "Medicare" and "Medicaid" at once: other names decide first.
+    specific = tuple(n for n in (_CMS_AGENCY.sub(" ", x).strip() for x in evidence.names) if n)
+    by_name = best({r.id: _name_score(r, specific) for r in rows}) or best(
+        {r.id: _name_score(r, evidence.names) for r in rows}
+    )
     named, how = (by_id, "payor identifier") if by_id else (by_name, "payor or plan name")
     sopt_text = ", ".join(sorted(evidence.sopt)) or "none"
+    if (
+        by_sopt is not None
+        and by_sopt.kind == "commercial"
+        and sopt_scores[by_sopt.id] < 100  # a private-carrier family, not an exact code
+        and named is not None
+        and named.kind in _PROGRAM_KINDS
+    ):
+        return Classified(
+            evidence,
+            named.kind,
+            named,
+            f"{how}: {named.name} (SOPT {sopt_text} names the carrier type, not the program)",
+        )
     if by_sopt is not None:
         # The payer type code is structured data: it decides the kind. A name or identifier
         # may only pick a more specific row of the same kind (SOPT 6 + "BCBS Kansas").
@@ -165,7 +198,7 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
             evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}{conflict}"
         )
     medicare_hint = any(code.startswith("1") for code in evidence.sopt) or any(
-        _MEDICARE_WORD.search(n) for n in evidence.names
+        _MEDICARE_WORD.search(n) for n in specific
     )
     if named is not None and (named.kind in MEDICARE_KINDS or not medicare_hint):
         return Classified(evidence, named.kind, named, f"{how}: {named.name}")
@@ -192,22 +225,9 @@ def covers(coverage: Coverage, patient_id: str, on: date) -> bool:
     period = coverage.period
     if period is None:
         return True
-    start = _as_date(period.start)
-    end = _as_date(period.end)
+    start = to_date(period.start)
+    end = to_date(period.end)
     return (start is None or start <= on) and (end is None or on <= end)
-
-
-def _as_date(value: object) -> date | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        return None
 
 
 def primary_coverage(
@@ -221,7 +241,11 @@ def primary_coverage(
 ) -> tuple[CoverageFacts | None, tuple[CoverageFacts, ...]]:
     """The primary coverage (classified) and the other coverages in force, in order."""
     candidates = sorted(
-        (c for c in coverages if covers(c, patient_id, service_date)),
+        (
+            c
+            for c in coverages
+            if covers(c, patient_id, service_date) and not _drug_only(c, rule_data)
+        ),
         key=lambda c: (c.order is None, c.order if c.order is not None else 0),
     )
     classified = [
@@ -232,6 +256,23 @@ def primary_coverage(
     if not mains:
         return None, ()
     primary = mains[0]
+    rivals = [
+        c
+        for c in mains[1:]
+        if c.evidence.order == primary.evidence.order
+        and (c.kind, c.row) != (primary.kind, primary.row)
+    ]
+    if rivals:
+        # Coverage.order is the only ranking we have: with a tie, the bundle's order would
+        # decide the ABN. Say it could not be determined instead (like SOPT 1).
+        names = ", ".join(c.evidence.coverage_ref for c in (primary, *rivals))
+        primary = Classified(
+            primary.evidence,
+            "undetermined",
+            None,
+            f"primary coverage could not be determined: {names} are in force with the same "
+            "or no `order`",
+        )
     implied = next((s for s in supplements if s is not primary), None)
     if primary.kind in {"medicare-unknown", "unknown"} and implied and implied.row:
         kind = implied.row.implies_primary
@@ -245,6 +286,11 @@ def primary_coverage(
             )
     others = [c for c in classified if c.evidence is not primary.evidence]
     return _facts(primary, state), tuple(_facts(c, state) for c in others)
+
+
+def _drug_only(coverage: Coverage, rule_data: RuleData) -> bool:
+    sopt = _sopt_codes(coverage, rule_data)
+    return bool(sopt) and sopt <= _DRUG_ONLY_SOPT
 
 
 def _facts(classified: Classified, state: str | None) -> CoverageFacts:
@@ -297,8 +343,8 @@ def patient_state(patients: Sequence[Patient], patient_id: str, on: date) -> str
             continue
         period = address.period
         if period is not None:
-            end = _as_date(period.end)
-            start = _as_date(period.start)
+            end = to_date(period.end)
+            start = to_date(period.start)
             if (end is not None and end < on) or (start is not None and start > on):
                 continue
         usable.append(address)
@@ -314,8 +360,11 @@ def patient_state(patients: Sequence[Patient], patient_id: str, on: date) -> str
 class InsuranceFacts:
     """What build_facts needs from this module."""
 
-    primary: CoverageFacts | None
+    primary: CoverageFacts | None  # for the first focus order's date of service
     others: tuple[CoverageFacts, ...]
+    # The primary coverage for each focus order's date of service: coverage can change between
+    # two orders signed together (a plan ending on Dec 31, Medicare starting on Jan 1).
+    by_date: tuple[tuple[date, CoverageFacts | None], ...]
     known: bool  # False: coverage data could not be obtained (not "no coverage")
     patient_state: str | None
     ffrct_stenosis_range: tuple[float, float] | None
@@ -330,42 +379,58 @@ def coverage_facts(
     draft_orders: Sequence[Order],
     today: date,
 ) -> InsuranceFacts:
-    """Primary coverage for the first focus order's date of service (else today)."""
+    """Primary coverage per focus order's date of service (else today's)."""
     focus = [o for o in draft_orders if o.selected]
     service_date = focus[0].service_date if focus else today
     state = patient_state(data.of_type(Patient), patient_id, service_date)
     known = not any(g.key == "coverage" for g in data.gaps)
-    primary, others = primary_coverage(
-        data.of_type(Coverage),
-        data.of_type(Organization),
-        patient_id=patient_id,
-        service_date=service_date,
-        state=state,
-        rule_data=rule_data,
-    )
+    found: dict[date, tuple[CoverageFacts | None, tuple[CoverageFacts, ...]]] = {}
+    for day in dict.fromkeys([service_date, *(o.service_date for o in focus)]):
+        found[day] = primary_coverage(
+            data.of_type(Coverage),
+            data.of_type(Organization),
+            patient_id=patient_id,
+            service_date=day,
+            state=state,
+            rule_data=rule_data,
+        )
+    primary, others = found[service_date]
     row = rule_data.payer(primary.payer_profile) if primary and primary.payer_profile else None
     ffrct = row.policy("ffrct") if row else None
-    gaps: tuple[DataGap, ...] = ()
+    return InsuranceFacts(
+        primary=primary,
+        others=others,
+        by_date=tuple((day, cov) for day, (cov, _) in found.items()),
+        known=known,
+        patient_state=state,
+        ffrct_stenosis_range=ffrct.stenosis_range if ffrct else None,
+        gaps=_coverage_gaps(focus, {day: cov for day, (cov, _) in found.items()}, rule_data),
+    )
+
+
+def _coverage_gaps(
+    focus: Sequence[Order], by_date: dict[date, CoverageFacts | None], rule_data: RuleData
+) -> tuple[DataGap, ...]:
+    """Payer checks skipped because the primary's type or identity is not known."""
     cac = rule_data.codes("cac")
-    if (
-        primary is not None
-        and primary.payer_kind == "medicare-unknown"
-        and any(cac.any_in(o.codes) for o in focus)
-    ):
+    kinds = [(o, c.payer_kind if (c := by_date.get(o.service_date)) else None) for o in focus]
+    gaps = []
+    if any(kind == "medicare-unknown" and cac.any_in(o.codes) for o, kind in kinds):
         # SOPT 1 alone: Original Medicare (ABN) or Medicare Advantage (no ABN) cannot be told
         # apart, so the ABN check is reported as skipped instead of guessed.
-        gaps = (
+        gaps.append(
             DataGap(
                 "coverage-type",
                 "the coverage says Medicare but not whether it is Original Medicare or a "
                 "Medicare Advantage plan, so the ABN check for the calcium score was skipped",
-            ),
+            )
         )
-    return InsuranceFacts(
-        primary=primary,
-        others=others,
-        known=known,
-        patient_state=state,
-        ffrct_stenosis_range=ffrct.stenosis_range if ffrct else None,
-        gaps=gaps,
-    )
+    if any(kind == "undetermined" for _, kind in kinds):
+        gaps.append(
+            DataGap(
+                "coverage-primary",
+                "two coverages are in force with the same or no order of applicability, so "
+                "the primary payer could not be determined",
+            )
+        )
+    return tuple(gaps)
