@@ -144,6 +144,16 @@ def auth_settings(**auth: Any) -> dict[str, Any]:
     return {"enabled": True, "dev_client": False, **auth}
 
 
+def one_trusted_client(tmp_path: Path, **client: Any) -> tuple[dict[str, Any], ClientKey]:
+    """A fresh EC key, and an `auth` section trusting it as client `ISSUER` via a JWKS file.
+
+    `client` adds to that client's entry (its `fhir_servers`, say).
+    """
+    key = ec_key()
+    path = write_jwks(tmp_path / "jwks.json", key)
+    return auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path), **client}]), key
+
+
 @dataclass
 class JwksServer:
     """A tiny HTTP server for JWK Sets (a real exchange over an httpx ASGI transport)."""

@@ -14,13 +14,10 @@ from service.config import Settings
 from tests.security.support import (
     DISCOVERY_URL,
     FEEDBACK_PATH,
-    ISSUER,
     SERVICE_PATH,
-    auth_settings,
     bearer,
-    ec_key,
     mint,
-    write_jwks,
+    one_trusted_client,
 )
 
 ALLOWED_ORIGIN = "https://sandbox.cds-hooks.org"
@@ -33,10 +30,9 @@ ENDPOINTS = [
 
 @pytest.fixture
 def cors_settings(make_settings: Any, tmp_path: Any) -> tuple[Settings, Any]:
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
+    auth, key = one_trusted_client(tmp_path)
     settings = make_settings(
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path)}]),
+        auth=auth,
         cors={"origins": [ALLOWED_ORIGIN]},
     )
     return settings, key

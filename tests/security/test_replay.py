@@ -25,11 +25,9 @@ from tests.security.support import (
     EMPTY_401,
     ISSUER,
     SERVICE_PATH,
-    auth_settings,
     bearer,
-    ec_key,
     mint,
-    write_jwks,
+    one_trusted_client,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -124,10 +122,9 @@ async def test_redis_unreachable_fails_closed() -> None:
 
 @pytest.fixture
 def shared_settings(make_settings: Any, tmp_path: Any, redis_prefix: str) -> tuple[Any, Any]:
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
+    auth, key = one_trusted_client(tmp_path)
     settings = make_settings(
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path)}]),
+        auth=auth,
         cache={"redis_url": REDIS_URL, "key_prefix": redis_prefix},
     )
     return settings, key
@@ -153,11 +150,8 @@ async def test_in_process_replicas_do_not_share(
     make_settings: Any, app_client: Any, tmp_path: Any
 ) -> None:
     """Why Redis is needed with several replicas: in-process caches are per replica."""
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
-    settings = make_settings(
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path)}])
-    )
+    auth, key = one_trusted_client(tmp_path)
+    settings = make_settings(auth=auth)
     token = mint(key, SERVICE_URL)
     async with app_client(settings) as replica_a, app_client(settings) as replica_b:
         first = await replica_a.post(SERVICE_PATH, json=REQUEST, headers=bearer(token))
@@ -168,10 +162,9 @@ async def test_in_process_replicas_do_not_share(
 async def test_redis_down_means_401_not_500(
     make_settings: Any, app_client: Any, tmp_path: Any
 ) -> None:
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
+    auth, key = one_trusted_client(tmp_path)
     settings = make_settings(
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path)}]),
+        auth=auth,
         cache={"redis_url": "redis://127.0.0.1:1/0"},
     )
     async with app_client(settings) as client:

@@ -19,11 +19,9 @@ from tests.security.support import (
     ISSUER,
     SERVICE_PATH,
     RecordingTransport,
-    auth_settings,
     bearer,
-    ec_key,
     mint,
-    write_jwks,
+    one_trusted_client,
 )
 from tests.support.conformance import assert_conformant_response, topics
 from tests.support.fhir_server import FhirServer
@@ -96,10 +94,8 @@ def _request(fhir_server: str) -> dict[str, Any]:
 
 @pytest.fixture
 def ssrf_settings(make_settings: Any, tmp_path: Any) -> tuple[Settings, Any]:
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
-    client = {"issuer": ISSUER, "jwks_file": str(path), "fhir_servers": [{"base_url": ALLOWED}]}
-    return make_settings(auth=auth_settings(clients=[client])), key
+    auth, key = one_trusted_client(tmp_path, fhir_servers=[{"base_url": ALLOWED}])
+    return make_settings(auth=auth), key
 
 
 @pytest.mark.parametrize(
@@ -132,11 +128,8 @@ async def test_unlisted_fhir_server_is_never_contacted(
 async def test_authenticated_caller_without_allowlist_contacts_nothing(
     make_settings: Any, app_client: Any, tmp_path: Any
 ) -> None:
-    key = ec_key()
-    path = write_jwks(tmp_path / "jwks.json", key)
-    settings = make_settings(
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(path)}])
-    )
+    auth, key = one_trusted_client(tmp_path)
+    settings = make_settings(auth=auth)
     transport = RecordingTransport()
     async with app_client(settings, fhir_transport=transport) as client:
         response = await client.post(

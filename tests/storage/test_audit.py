@@ -15,7 +15,7 @@ from service.config import Settings
 from service.storage.models import HookCall
 from service.storage.store import Storage
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
-from tests.security.support import ISSUER, auth_settings, bearer, ec_key, mint, write_jwks
+from tests.security.support import ISSUER, bearer, mint, one_trusted_client
 from tests.storage.conftest import ServedApp
 from tests.support.conformance import assert_conformant_response, topics
 
@@ -39,11 +39,10 @@ def with_instance(hook_instance: str) -> dict[str, Any]:
 async def test_answered_call_is_audited_with_cards_and_data_sources(
     make_settings: Any, database_url: str, tmp_path: Path
 ) -> None:
-    key = ec_key()
-    jwks = write_jwks(tmp_path / "jwks.json", key)
+    auth, key = one_trusted_client(tmp_path)
     settings: Settings = make_settings(
         storage={"url": database_url},
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(jwks)}]),
+        auth=auth,
     )
     served = ServedApp(settings)
     async with served as client:

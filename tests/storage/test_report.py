@@ -17,7 +17,7 @@ from service.cli import app as cli
 from service.config import Settings
 from service.storage.report import build_report, period
 from service.storage.store import AuditCard, AuditRecord, FeedbackEntry, Storage
-from tests.security.support import ISSUER, auth_settings, bearer, ec_key, mint, write_jwks
+from tests.security.support import ISSUER, bearer, mint, one_trusted_client
 from tests.storage.conftest import ServedApp
 
 BUNDLING, PRIOR_AUTH = "cac-bundling-conflict", "prior-auth-required"
@@ -183,11 +183,10 @@ async def test_analytics_endpoint_needs_a_jwt_and_gives_the_report(
     make_settings: Any, database_url: str, storage: Storage, tmp_path: Path
 ) -> None:
     load_known_dataset(storage)
-    key = ec_key()
-    jwks = write_jwks(tmp_path / "jwks.json", key)
+    auth, key = one_trusted_client(tmp_path)
     settings: Settings = make_settings(
         storage={"url": database_url},
-        auth=auth_settings(clients=[{"issuer": ISSUER, "jwks_file": str(jwks)}]),
+        auth=auth,
     )
     query = {"since": "2026-11-01", "until": "2026-11-30"}
     async with ServedApp(settings) as client:
