@@ -18,6 +18,7 @@ from jwt.exceptions import PyJWTError
 from service.config import FhirServerAllowance, Settings, TrustedClient
 from service.security.dev_client import dev_trusted_client, ensure_dev_client
 from service.security.jwks import JwksStore, KeySource
+from service.security.jwks_cache import KeySetCache, build_key_set_cache
 from service.security.replay import (
     InMemoryReplayCache,
     ReplayCache,
@@ -83,6 +84,7 @@ class Authenticator:
         *,
         http: httpx.AsyncClient | None = None,
         replay: ReplayCache | None = None,
+        key_sets: KeySetCache | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients if clients is not None else list(settings.auth.clients)
@@ -98,6 +100,7 @@ class Authenticator:
             http,
             cache_seconds=settings.auth.jwks_cache_seconds,
             min_refresh_seconds=settings.auth.jwks_min_refresh_seconds,
+            shared=key_sets,
         )
         if settings.auth.enabled:
             for client in self.clients:
@@ -201,7 +204,8 @@ def _require_https(clients: list[TrustedClient]) -> None:
 
 
 def build_authenticator(settings: Settings, *, http: httpx.AsyncClient) -> Authenticator:
-    """The app's authenticator: configured clients, the dev client if enabled, replay cache."""
+    """The app's authenticator: configured clients, the dev client if enabled, and the replay
+    and key-set caches (Redis when configured, so replicas share them)."""
     clients = list(settings.auth.clients)
     if settings.auth.enabled and settings.auth.dev_client:
         keys = ensure_dev_client(settings.state_dir)
@@ -212,17 +216,15 @@ def build_authenticator(settings: Settings, *, http: httpx.AsyncClient) -> Authe
             keys.jwks_file.parent,
             clients[-1].issuer,
         )
-    replay = (
-        build_replay_cache(settings.cache.redis_url, settings.cache.key_prefix)
-        if settings.auth.enabled
-        else InMemoryReplayCache()
-    )
+    redis_url = settings.cache.redis_url if settings.auth.enabled else None
+    replay = build_replay_cache(redis_url, settings.cache.key_prefix)
+    key_sets = build_key_set_cache(redis_url, settings.cache.key_prefix)
     log.info(
-        "auth: %d trusted client(s), replay cache %s",
+        "auth: %d trusted client(s), replay and key-set caches %s",
         len(clients),
-        "redis" if settings.cache.redis_url else "in-process",
+        "redis" if redis_url else "in-process",
     )
-    return Authenticator(settings, clients, http=http, replay=replay)
+    return Authenticator(settings, clients, http=http, replay=replay, key_sets=key_sets)
 
 
 def check_auth_config(settings: Settings) -> int:

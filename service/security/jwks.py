@@ -1,9 +1,11 @@
 """Public keys of trusted CDS clients (JWK Sets), from a file or an allowlisted URL.
 
 Spec: https://cds-hooks.hl7.org/2.0/#trusting-cds-clients ("jku ... JWK Set URL").
-Fetched sets are cached per source in-process for `jwks_cache_seconds`; an unknown `kid` causes
-at most one refetch per `jwks_min_refresh_seconds`, so key rotation works but forged tokens
-cannot make us hammer a client's endpoint. If a refetch fails the last good set stays in use.
+Fetched sets are cached per source for `jwks_cache_seconds` (in-process, or in Redis shared by
+all replicas: see jwks_cache.py); an unknown `kid` causes at most one refetch per
+`jwks_min_refresh_seconds` (per replica, or per deployment with Redis), so key rotation works but
+forged tokens cannot make us hammer a client's endpoint. If a refetch fails the last good set
+stays in use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
+
+from service.security.jwks_cache import CachedKeySet, InMemoryKeySetCache, KeySetCache
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +80,24 @@ def read_jwks_file(path: Path) -> dict[str, Jwk]:
         raise JwksError(f"cannot read JWK Set {path}: {type(exc).__name__}") from None
 
 
+def canonical_jwks(keys: dict[str, Jwk]) -> str:
+    """The validated set as stable JSON: what the key-set cache stores and compares."""
+    return json.dumps({"keys": list(keys.values())}, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass
 class _Entry:
     keys: dict[str, Jwk]
-    fetched_at: float | None  # last success
-    attempted_at: float  # last attempt, successful or not
+    document: str  # canonical_jwks(keys)
+    expires_at: float  # on this process's clock
 
 
 class JwksStore:
-    """Looks up a client's public key by (source, kid), fetching and caching JWK Sets."""
+    """Looks up a client's public key by (source, kid), fetching and caching JWK Sets.
+
+    Parsed keys are kept per process; `shared` (Redis with several replicas) is asked before
+    fetching a URL and decides who may fetch. Key files are read by each replica itself.
+    """
 
     def __init__(
         self,
@@ -92,6 +105,7 @@ class JwksStore:
         *,
         cache_seconds: float,
         min_refresh_seconds: float,
+        shared: KeySetCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Created on first fetch when not given: file-only setups never open an HTTP client.
@@ -100,10 +114,14 @@ class JwksStore:
         self._cache_seconds = cache_seconds
         self._min_refresh = min_refresh_seconds
         self._clock = clock
+        self._local = InMemoryKeySetCache(clock)
+        self._shared: KeySetCache = shared if shared is not None else self._local
         self._entries: dict[KeySource, _Entry] = {}
+        self._tried: set[KeySource] = set()
         self._locks: dict[KeySource, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
+        await self._shared.aclose()
         if self._own_http is not None:
             await self._own_http.aclose()
             self._own_http = None
@@ -115,51 +133,83 @@ class JwksStore:
             self._own_http = httpx.AsyncClient(follow_redirects=False, timeout=5.0)
         return self._own_http
 
+    def _cache_for(self, source: KeySource) -> KeySetCache:
+        return self._shared if source.kind == "url" else self._local
+
     def preload_file(self, path: Path) -> int:
         """Read a key file at startup so a missing or broken file stops the service early."""
         source = KeySource("file", str(path))
         keys = read_jwks_file(path)
         if not keys:
             raise JwksError(f"JWK Set {path} holds no usable signing key")
-        now = self._clock()
-        self._entries[source] = _Entry(keys, now, now)
+        self._remember(source, keys)
+        self._local.store(str(source), self._entries[source].document, self._cache_seconds)
+        self._local.claim(str(source), self._min_refresh)
+        self._tried.add(source)
         return len(keys)
 
     async def find(self, source: KeySource, kid: str) -> Jwk | None:
         entry = self._entries.get(source)
-        if entry is None or self._stale(entry):
-            entry = await self._refresh(source, entry)
-        if entry is not None and kid in entry.keys:
-            return entry.keys[kid]
-        # Unknown kid: maybe the client rotated its keys. One refetch, rate-limited.
-        entry = await self._refresh(source, entry)
+        if entry is None or not self._usable(entry, kid):
+            async with self._locks.setdefault(source, asyncio.Lock()):
+                entry = await self._refresh(source, kid)
         return entry.keys.get(kid) if entry is not None else None
 
-    def _stale(self, entry: _Entry) -> bool:
-        if entry.fetched_at is None:
-            return True
-        return self._clock() - entry.fetched_at >= self._cache_seconds
+    def _usable(self, entry: _Entry, kid: str) -> bool:
+        return kid in entry.keys and self._clock() < entry.expires_at
 
-    async def _refresh(self, source: KeySource, seen: _Entry | None) -> _Entry | None:
-        lock = self._locks.setdefault(source, asyncio.Lock())
-        async with lock:
-            entry = self._entries.get(source)
-            if entry is not None and entry is not seen:
-                return entry  # another request refreshed while we waited
-            if entry is not None and self._clock() - entry.attempted_at < self._min_refresh:
+    async def _refresh(self, source: KeySource, kid: str) -> _Entry | None:
+        """The cache first (another replica may have fetched it), then the source if allowed.
+
+        Unknown `kid`: maybe the client rotated its keys, so one refetch per interval. Only a
+        replica holding no copy at all that never tried may fetch inside the interval (once per
+        replica), else it would refuse every token until the interval ends. If a fetch fails,
+        the last good set stays in use.
+        """
+        entry = self._entries.get(source)
+        if entry is not None and self._usable(entry, kid):
+            return entry  # another request refreshed it while we waited
+        cache = self._cache_for(source)
+        cached = await cache.get(str(source))
+        if cached is not None:
+            entry = self._adopt(source, cached)
+            if entry is not None and kid in entry.keys:
                 return entry
-            now = self._clock()
-            try:
-                keys = await self._load(source)
-            except JwksError as exc:
-                log.warning("JWK Set %s not refreshed: %s", source, exc)
-                old = entry.keys if entry is not None else {}
-                fetched = entry.fetched_at if entry is not None else None
-                self._entries[source] = _Entry(old, fetched, now)
-            else:
-                log.info("JWK Set %s loaded: %d key(s)", source, len(keys))
-                self._entries[source] = _Entry(keys, now, now)
-            return self._entries[source]
+        claimed = await cache.claim_fetch(str(source), self._min_refresh)
+        if not claimed and (entry is not None or source in self._tried):
+            return entry
+        self._tried.add(source)
+        try:
+            keys = await self._load(source)
+        except JwksError as exc:
+            log.warning("JWK Set %s not refreshed: %s", source, exc)
+            return entry
+        log.info("JWK Set %s loaded: %d key(s)", source, len(keys))
+        entry = self._remember(source, keys)
+        await cache.put(str(source), entry.document, self._cache_seconds)
+        return entry
+
+    def _remember(self, source: KeySource, keys: dict[str, Jwk]) -> _Entry:
+        entry = _Entry(keys, canonical_jwks(keys), self._clock() + self._cache_seconds)
+        self._entries[source] = entry
+        return entry
+
+    def _adopt(self, source: KeySource, cached: CachedKeySet) -> _Entry | None:
+        """Use a cached set (parsed again only if it differs from ours) until its TTL ends."""
+        entry = self._entries.get(source)
+        expires_at = self._clock() + cached.seconds_left
+        if entry is not None and entry.document == cached.document:
+            entry.expires_at = expires_at
+            return entry
+        try:
+            keys = parse_jwks(json.loads(cached.document))
+        except (ValueError, JwksError):
+            log.warning("cached JWK Set %s unreadable; ignored", source)
+            return entry
+        log.debug("JWK Set %s taken from the cache: %d key(s)", source, len(keys))
+        entry = _Entry(keys, canonical_jwks(keys), expires_at)
+        self._entries[source] = entry
+        return entry
 
     async def _load(self, source: KeySource) -> dict[str, Jwk]:
         if source.kind == "file":
