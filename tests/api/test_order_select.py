@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.api.builders import ORDER_SELECT_URL, bundling_pair, hook_request
-from tests.support.conformance import assert_conformant_response, topics
+from tests.support.conformance import conformant_body, topics
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def _select(client: httpx.AsyncClient, selections: list[str]) -> dict[str, Any]:
     request = hook_request(*bundling_pair(), hook="order-select", selections=selections)
     response = await client.post(ORDER_SELECT_URL, json=request)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert_conformant_response(body)
-    return body
+    return conformant_body(response)
 
 
 async def test_selected_calcium_score_with_a_ccta_in_the_draft(

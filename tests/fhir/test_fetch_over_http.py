@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fhir.support import KEYS, PATIENT, RecordingTransport, chart, hook_request, order
-from tests.support.conformance import assert_conformant_response, topics
+from tests.support.conformance import conformant_body, topics
 from tests.support.fhir_server import FhirServer
 
 ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
@@ -32,10 +32,7 @@ async def _post(
 ) -> dict[str, Any]:
     async with app_client(settings, fhir_transport=transport) as client:
         response = await client.post(ORDER_SIGN_URL, json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    assert_conformant_response(answer)
-    return answer
+    return conformant_body(response)
 
 
 def _card(body: dict[str, Any], topic: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from service.storage.store import Storage
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.security.support import ISSUER, bearer, mint, one_trusted_client
 from tests.storage.conftest import ServedApp
-from tests.support.conformance import assert_conformant_response, topics
+from tests.support.conformance import assert_conformant_response, conformant_body, topics
 
 
 def calls_for(storage: Storage, hook_instance: str) -> list[HookCall]:
@@ -53,9 +53,7 @@ async def test_answered_call_is_audited_with_cards_and_data_sources(
         )
         await served.drain_audit()
         [call] = calls_for(served.persistence.storage, "audit-answered-1")
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert_conformant_response(body)
+    body = conformant_body(response)
     assert (call.status, call.hook, call.service_id) == (200, "order-sign", "cardiac-ct-order-sign")
     assert call.client_iss == ISSUER
     assert call.patient_id == "pat-1"

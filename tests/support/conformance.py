@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fhirpathpy import evaluate as fhirpath
 
 CARD_INVARIANTS = {
@@ -71,6 +72,14 @@ def assert_conformant_response(body: dict[str, Any]) -> None:
                 _check_action(action, f"{path}.suggestions[{j}].actions[{k}]")
     for i, action in enumerate(body.get("systemActions", [])):
         _check_action(action, f"systemActions[{i}]")
+
+
+def conformant_body(response: httpx.Response) -> dict[str, Any]:
+    """The body of a hook call answered 200, checked by `assert_conformant_response`."""
+    assert response.status_code == 200, f"{response.status_code}: {response.text}"
+    body: dict[str, Any] = response.json()
+    assert_conformant_response(body)
+    return body
 
 
 def topics(body: dict[str, Any]) -> list[str]:
