@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,20 +16,26 @@ from tests.support.fhir_server import FhirServer, running_fhir_server
 SERVICE_BASE = "http://cds.test"
 
 
+def settings_in(directory: Path, **overrides: Any) -> Settings:
+    """Settings for tests, state and SQLite under `directory`: the embedded defaults, auth off,
+    plus keyword overrides (top-level sections replaced whole, nested as dicts)."""
+    base: dict[str, Any] = {
+        "public_base_url": SERVICE_BASE,
+        "environment": "test",
+        "state_dir": str(directory / "var"),
+        "storage": {"url": f"sqlite:///{directory}/test.db"},
+        "auth": {"enabled": False},
+    }
+    base.update(overrides)
+    return load_settings(None, **base)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Any) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for tests: the embedded defaults plus keyword overrides (nested as dicts)."""
 
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {
-            "public_base_url": SERVICE_BASE,
-            "environment": "test",
-            "state_dir": str(tmp_path / "var"),
-            "storage": {"url": f"sqlite:///{tmp_path}/test.db"},
-            "auth": {"enabled": False},
-        }
-        base.update(overrides)
-        return load_settings(None, **base)
+        return settings_in(tmp_path, **overrides)
 
     return make
 
@@ -44,12 +51,14 @@ def app_client() -> Callable[..., Any]:
     """`async with app_client(settings, fhir_transport=...) as client:` HTTP on the app."""
 
     def make(settings: Settings, **kwargs: Any) -> Any:
-        return _client(settings, **kwargs)
+        return AppClient(settings, **kwargs)
 
     return make
 
 
-class _client:
+class AppClient:
+    """The app with its lifespan running, and an httpx client on it (an async context manager)."""
+
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.app = create_app(settings, **kwargs)
         self._lifespan: Any = None

@@ -29,13 +29,11 @@ import pytest_asyncio
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.cdshooks.discovery import ServiceRegistry
-from service.config import load_settings
 from service.fhir.gather import fill_template
 from service.offline import coverage_summary, scenario_resources
 from service.pipeline import Knowledge
-from tests.conftest import SERVICE_BASE
+from tests.conftest import AppClient, settings_in
 from tests.support.conformance import conformant_body, topics
 from tests.support.fhir_server import FHIR_BASE, running_fhir_server
 
@@ -210,22 +208,14 @@ class Service:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def service(tmp_path_factory: Any) -> AsyncIterator[Service]:
-    tmp = tmp_path_factory.mktemp("scenarios")
-    settings = load_settings(
-        None,
-        public_base_url=SERVICE_BASE,
-        environment="test",
-        state_dir=str(tmp / "var"),
-        storage={"url": f"sqlite:///{tmp}/test.db"},
+    settings = settings_in(
+        tmp_path_factory.mktemp("scenarios"),
         auth={"enabled": False, "unauthenticated_fhir_servers": [{"base_url": FHIR_BASE}]},
     )
     fhir = _CurrentFhirServer()
-    app = create_app(settings, fhir_transport=fhir)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=SERVICE_BASE) as client,
-    ):
-        yield Service(app, client, fhir)
+    served = AppClient(settings, fhir_transport=fhir)
+    async with served as client:
+        yield Service(served.app, client, fhir)
 
 
 async def _answer(service: Service, scenario: Scenario, request: dict[str, Any]) -> dict[str, Any]:

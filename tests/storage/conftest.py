@@ -16,7 +16,7 @@ from psycopg import sql
 from service.config import Settings
 from service.storage.service import Persistence
 from service.storage.store import Storage
-from tests.conftest import _client
+from tests.conftest import AppClient
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -70,7 +70,7 @@ async def persistence(settings: Settings) -> AsyncIterator[Persistence]:
     await store.stop()
 
 
-class ServedApp(_client):
+class ServedApp(AppClient):
     """`async with ServedApp(settings) as client:`, with the app's Persistence at hand."""
 
     @property
