@@ -44,33 +44,55 @@ class CodeReader:
 
     def __init__(self, data: RuleData) -> None:
         self._systems = data.system_for_uri()
+        self._known = frozenset(self._systems.values())
 
-    def coding_codes(self, codings: Iterable[Any] | None) -> set[Code]:
+    def coding_codes(self, codings: Iterable[Any] | None, *, diagnosis: bool = False) -> set[Code]:
+        """With `diagnosis` (a reason or a Condition), a system-less ICD-10-CM-shaped code
+        without its dot ("R079") is ICD-10-CM too: no other code system used there looks so."""
         found: set[Code] = set()
         for coding in codings or []:
             if coding is None or not coding.code:
                 continue
+            code = coding.code.strip()
             system = self._systems.get(coding.system or "", coding.system or "")
-            if not system and _looks_like_cpt(coding.code):
+            if not system and _looks_like_cpt(code):
                 system = "cpt"  # seen in the wild: CPT codes sent without a system
-            elif not system and _DOTTED_ICD10.match(coding.code):
+            elif not system and _DOTTED_ICD10.match(code):
                 system = "icd10cm"  # "R07.9" with no system: the dot makes it unambiguous
-            found.add(Code(system, normalise_code(system, coding.code)))
+            elif not system and diagnosis and _UNDOTTED_ICD10.match(code.upper()):
+                system = "icd10cm"
+            elif system == "hcpcs" and _looks_like_cpt(code):
+                system = "cpt"  # CPT is HCPCS Level I; Level II codes start with a letter
+            found.add(Code(system, normalise_code(system, code)))
         return found
 
-    def concept(self, concept: CodeableConcept | None) -> set[Code]:
-        return self.coding_codes(concept.coding if concept else None)
+    def concept(self, concept: CodeableConcept | None, *, diagnosis: bool = False) -> set[Code]:
+        return self.coding_codes(concept.coding if concept else None, diagnosis=diagnosis)
 
-    def concepts(self, concepts: Iterable[CodeableConcept] | None) -> CodeSet:
+    def concepts(
+        self, concepts: Iterable[CodeableConcept] | None, *, diagnosis: bool = False
+    ) -> CodeSet:
         found: set[Code] = set()
         for concept in concepts or []:
-            found |= self.concept(concept)
+            found |= self.concept(concept, diagnosis=diagnosis)
         return frozenset(found)
+
+    def any_unreadable(self, concepts: Iterable[CodeableConcept] | None) -> bool:
+        """True when a concept says something (text or codes) but has no code in a known system:
+        "Chest pain on exertion" as text only is a reason the rules cannot read, not no reason."""
+        for concept in concepts or []:
+            codes = self.concept(concept, diagnosis=True)
+            if any(c.system in self._known for c in codes):
+                continue
+            if codes or (concept.text or "").strip():
+                return True
+        return False
 
 
 # A dotted ICD-10-CM code ("R07.9", "I25.110"). Undotted forms are left alone: "S8092" is both
 # a HCPCS code and ICD-10-CM S80.92.
 _DOTTED_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z]\.[0-9A-Z]{1,4}$")
+_UNDOTTED_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z][0-9A-Z]{0,4}$")
 
 
 def _looks_like_cpt(code: str) -> bool:
@@ -96,7 +118,8 @@ def order_from_model(
     return Order(
         ref=f"{model.get_resource_type()}/{model.id}",
         codes=frozenset(order_codes),
-        reason_codes=codes.concepts(getattr(model, "reasonCode", None)),
+        reason_codes=codes.concepts(getattr(model, "reasonCode", None), diagnosis=True),
+        reasons_uncoded=codes.any_unreadable(getattr(model, "reasonCode", None)),
         status=getattr(model, "status", None),
         origin="draft" if origin == "draft" else "existing",
         service_date=scheduled or today,
@@ -131,6 +154,7 @@ def build_facts(
         )
         for d in drafts
     )
+    order_gaps = clinical.order_gaps(draft_orders)  # text-only reasons, unseen linked studies
     draft_refs = {o.ref for o in draft_orders}
     existing = tuple(
         clinical.with_clinical_links(order_from_model(m, codes, origin="existing", today=today), m)
@@ -155,12 +179,14 @@ def build_facts(
         existing_orders=existing,
         performed=performed,
         diagnoses=clinical.diagnoses(),
+        inactive_diagnoses=clinical.diagnoses(active=False),
         cctas=clinical.cctas(),
+        on_file_refs=clinical.on_file_refs(),
         has_bmi=clinical.has_bmi(bmi_unavailable=any(g.key == "bmi" for g in data.gaps)),
         coverage=insurance.primary,
         coverage_by_date=insurance.by_date,
         coverage_known=insurance.known,
         other_coverages=insurance.others,
         ffrct_stenosis_range=insurance.ffrct_stenosis_range,
-        gaps=(*data.gaps, *extra_gaps, *insurance.gaps),
+        gaps=(*data.gaps, *extra_gaps, *insurance.gaps, *order_gaps),
     )

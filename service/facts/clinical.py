@@ -25,7 +25,7 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
 from service.facts.dates import to_date
-from service.facts.model import CctaResult, Code, Diagnosis, Order, PerformedStudy
+from service.facts.model import CctaResult, Code, DataGap, Diagnosis, Order, PerformedStudy
 from service.fhir.gather import GatheredData
 from service.rules.catalogue import RuleData
 
@@ -43,11 +43,17 @@ UCUM_URI = "http://unitsofmeasure.org"
 _MAX_PANEL_DEPTH = 4  # hasMember nesting we follow; real reports use one or two levels
 
 _CATEGORY = r"(4A|4B|0|1|2|3|4|5|N)"
+# A category ends where a word or a decimal would go on: "2.0" is the version, "no" is not N.
+_CATEGORY_END = r"(?![0-9A-Za-z]|\.\d)"
 _MODIFIERS = r"((?:\s*/\s*[A-Za-z0-9+±\-]+)*)"
+_VERSION = r"(?:\s*(?:v(?:ersion)?\s*)?[12]\.0(?!\d))?"  # "CAD-RADS 2.0", "CAD-RADS v1.0"
+_LABEL = r"[\s,:=\-]*(?:(?:category|classification|cat\.?|score|grade)\b[\s:=\-]*)?"
 _CAD_RADS_TEXT = re.compile(
-    r"CAD[\s\-]?RADS(?:\s*2\.0)?\s*[:=\-]?\s*" + _CATEGORY + _MODIFIERS, re.I
+    r"CAD[\s\-]?RADS" + _VERSION + _LABEL + _CATEGORY + _CATEGORY_END + _MODIFIERS, re.I
 )
-_CAD_RADS_BARE = re.compile(r"^\s*" + _CATEGORY + _MODIFIERS + r"\s*$", re.I)
+_CAD_RADS_BARE = re.compile(
+    r"^\s*(?:(?:category|cat\.?)\s*)?" + _CATEGORY + _CATEGORY_END + _MODIFIERS + r"\s*$", re.I
+)
 
 
 def parse_cad_rads(text: str | None, *, bare: bool = False) -> tuple[str, frozenset[str]] | None:
@@ -88,6 +94,7 @@ class _Reading:
     max_percent: float | None = None
     cad_rads: str | None = None
     modifiers: frozenset[str] = frozenset()
+    percent_range: tuple[float, float] | None = None  # reported as a range: "50-69 %"
 
 
 @dataclass
@@ -115,29 +122,33 @@ class ClinicalReader:
     def _concept(self, concept: Any) -> frozenset[Code]:
         return frozenset(self.codes.concept(concept))
 
+    def _diagnosis(self, concept: Any) -> frozenset[Code]:
+        return frozenset(self.codes.concept(concept, diagnosis=True))
+
     # -- diagnoses and reasons ---------------------------------------------------------
 
-    def diagnoses(self) -> tuple[Diagnosis, ...]:
+    def diagnoses(self, *, active: bool = True) -> tuple[Diagnosis, ...]:
         """Active Conditions: clinicalStatus active/recurrence/relapse, or absent with no
-        abatement; never entered-in-error or refuted."""
+        abatement; never entered-in-error or refuted. With ``active=False``: the other
+        non-void Conditions (resolved, inactive, remission), history that still counts inside
+        a time window (an acute MI resolved last week is still an MI within 30 days)."""
         found = []
         for ref, condition in self.conditions.items():
-            if not _is_active(condition):
+            if _is_void(condition) or _is_active(condition) is not active:
                 continue
             categories = {c.code for cat in condition.category or [] for c in cat.coding or [] if c}
             category = next(
                 (k for k in ("encounter-diagnosis", "problem-list-item") if k in categories),
                 "other",
             )
-            onset = to_date(condition.onsetDateTime or condition.onsetPeriod) or to_date(
-                condition.recordedDate
-            )
             found.append(
                 Diagnosis(
                     ref=ref,
-                    codes=self._concept(condition.code),
-                    onset=onset,
+                    codes=self._diagnosis(condition.code),
+                    # Only a stated onset is an onset; recordedDate is when it was written down.
+                    onset=to_date(condition.onsetDateTime or condition.onsetPeriod),
                     category=category,  # type: ignore[arg-type]
+                    recorded=to_date(condition.recordedDate),
                 )
             )
         return tuple(found)
@@ -155,10 +166,10 @@ class ClinicalReader:
                 unresolved = True  # only a display, or a resource we do not have
                 continue
             if isinstance(target, Condition) and not _is_void(target):
-                reasons |= self._concept(target.code)
+                reasons |= self._diagnosis(target.code)
             elif isinstance(target, Observation):
                 reasons |= self._concept(target.code)
-                reasons |= self._concept(target.valueCodeableConcept)
+                reasons |= self._diagnosis(target.valueCodeableConcept)
             elif not isinstance(target, Condition):
                 reasons |= self._concept(getattr(target, "code", None))
         links = _refs(getattr(model, "basedOn", None)) | _refs(
@@ -170,6 +181,37 @@ class ClinicalReader:
             reasons_unresolved=unresolved,
             linked_refs=frozenset(links),
         )
+
+    def order_gaps(self, drafts: Iterable[Order]) -> tuple[DataGap, ...]:
+        """What the focus FFR-CT / calcium-score drafts say that the checks cannot read: a reason
+        given as text only, a link to a CCTA report or imaging study not received. The checks
+        that depend on it stay silent; these gaps make the data-incomplete card name them."""
+        in_scope = [o for o in drafts if o.selected and self._in_scope(o)]
+        gaps = []
+        if any(o.reasons_uncoded for o in in_scope):
+            gaps.append(DataGap("reasonText", _UNCODED_REASON))
+        on_file = self.on_file_refs()
+        unseen = [
+            ref
+            for o in in_scope
+            if self.rule_data.codes("ffrct").any_in(o.codes)
+            or self.rule_data.codes("ffrct_legacy").any_in(o.codes)
+            for ref in o.linked_refs
+            if ref.startswith(("DiagnosticReport/", "ImagingStudy/")) and ref not in on_file
+        ]
+        if unseen:
+            gaps.append(
+                DataGap("linkedStudies", "the order links to a study that was not received")
+            )
+        return tuple(gaps)
+
+    def _in_scope(self, order: Order) -> bool:
+        names = ("ffrct", "ffrct_legacy", "cac")
+        return any(self.rule_data.codes(n).any_in(order.codes) for n in names)
+
+    def on_file_refs(self) -> frozenset[str]:
+        studies = {_typed_ref(s) for s in self.data.of_type(ImagingStudy) if s.id}
+        return frozenset(set(self.reports) | studies)
 
     # -- studies on file ---------------------------------------------------------------
 
@@ -247,13 +289,20 @@ class ClinicalReader:
             "ffrct-stenosis-out-of-range", "cad_rads_ranges"
         )
         bounds = ranges.get(reading.cad_rads or "")
+        measured = reading.percent_range
+        percent = reading.max_percent
+        if percent is not None and measured is not None and measured[0] > percent:
+            percent = None  # a vessel reported as 50-69 % is worse than another's 40 %
+        if percent is not None:
+            measured = None
         return CctaResult(
             ref=named.ref,
             performed=max((c.performed for c in group if c.performed), default=None),
-            max_stenosis_percent=reading.max_percent,
+            max_stenosis_percent=percent,
             cad_rads=reading.cad_rads,
             cad_rads_modifiers=reading.modifiers,
-            stenosis_range=(float(bounds[0]), float(bounds[1])) if bounds else None,
+            stenosis_range=measured or ((float(bounds[0]), float(bounds[1])) if bounds else None),
+            stenosis_range_measured=measured is not None,
             aliases=frozenset(a for c in group for a in c.aliases),
         )
 
@@ -291,28 +340,34 @@ class ClinicalReader:
         return next((mapping[str(c)] for c in sorted(codes) if str(c) in mapping), None)
 
     def _observation_reading(self, observation: Observation) -> _Reading:
-        parts = [(observation.code, observation)] + [
-            (component.code, component) for component in observation.component or []
-        ]
-        readings = [
-            self._value_reading(self._concept(code), code, holder) for code, holder in parts
+        readings = [self._value_reading(observation.code, observation, None)] + [
+            self._value_reading(component.code, component, observation.code)
+            for component in observation.component or []
         ]
         return _combine(readings)
 
-    def _value_reading(self, codes: frozenset[Code], concept: Any, holder: Any) -> _Reading:
-        """The stenosis % or CAD-RADS category carried by one observation or component value."""
-        if self.rule_data.codes("non_stenosis_percent").any_in(codes):
-            return _Reading()
+    def _value_reading(self, concept: Any, holder: Any, parent: Any) -> _Reading:
+        """The stenosis % or CAD-RADS category carried by one observation or component value.
+
+        A percentage counts as stenosis only when it plausibly is one (rules.yaml
+        ffrct-stenosis-out-of-range `stenosis_terms` / `non_stenosis_terms`): a configured
+        stenosis code always; a known non-stenosis code (LVEF ...) or a name saying percentile,
+        ejection fraction, calcium, plaque ... never; otherwise a % result of a CCTA report is
+        read as stenosis (vessel-named results: "LAD 60 %"). A range ("50-69 %" as valueRange,
+        valueString or concept text) is kept as a range, never narrowed to a point.
+        """
+        codes = self._concept(concept)
+        kind = self._percent_kind(codes, concept, parent)
         percent = None
+        percent_range = None
         quantity = holder.valueQuantity
-        if quantity is not None and quantity.value is not None:
-            is_percent = (quantity.code == "%" and quantity.system in (None, UCUM_URI)) or (
-                quantity.code is None and (quantity.unit or "").strip() == "%"
-            )
-            if is_percent or self.rule_data.codes("ccta_stenosis").any_in(codes):
-                percent = float(quantity.value)
+        if kind != "other":
+            if quantity is not None and quantity.value is not None:
+                if kind == "stenosis-coded" or _is_percent(quantity):
+                    percent = float(quantity.value)
+            percent_range = _quantity_range(holder.valueRange)
         is_cad_rads_slot = self.rule_data.codes("ccta_cad_rads").any_in(codes) or _mentions(
-            concept, "CAD-RADS"
+            concept, ("CAD-RADS",)
         )
         value_concept = holder.valueCodeableConcept
         category = self._coded_cad_rads(self._concept(value_concept))
@@ -327,7 +382,82 @@ class ClinicalReader:
             if parsed:
                 category = category or parsed[0]
                 modifiers |= parsed[1]
-        return _Reading(max_percent=percent, cad_rads=category, modifiers=modifiers)
+            elif percent is None and percent_range is None and kind != "other":
+                spoken = self._stenosis_in_text(text, named=kind != "unnamed")
+                if isinstance(spoken, tuple):
+                    percent_range = spoken
+                else:
+                    percent = spoken
+        return _Reading(percent, category, modifiers, percent_range)
+
+    def _terms(self, name: str) -> tuple[str, ...]:
+        terms: list[str] = self.rule_data.param("ffrct-stenosis-out-of-range", name)
+        return tuple(terms)
+
+    def _percent_kind(self, codes: frozenset[Code], concept: Any, parent: Any) -> str:
+        """ "stenosis-coded" (a configured stenosis code: its number is a % even unitless),
+        "stenosis" (named as one), "other" (known not to be stenosis), "unnamed" (no cue)."""
+        if self.rule_data.codes("ccta_stenosis").any_in(codes):
+            return "stenosis-coded"
+        if self.rule_data.codes("non_stenosis_percent").any_in(codes):
+            return "other"
+        for named in (concept, parent):
+            if _mentions(named, self._terms("stenosis_terms")):
+                return "stenosis"
+            if _mentions(named, self._terms("non_stenosis_terms")):
+                return "other"
+        return "unnamed"
+
+    def _stenosis_in_text(
+        self, text: str | None, *, named: bool
+    ) -> float | tuple[float, float] | None:
+        """A % or % range written in a value ("50-69%", "Moderate stenosis (50-69 %)"); for a
+        result with no stenosis name, only when the text itself says stenosis."""
+        if not text or _mentions_text(text, self._terms("non_stenosis_terms")):
+            return None
+        if not named and not _mentions_text(text, self._terms("stenosis_terms")):
+            return None
+        spread = _PERCENT_RANGE.search(text)
+        if spread:
+            low, high = float(spread.group(1)), float(spread.group(2))
+            return (low, high) if 0 <= low <= high <= 100 else None
+        single = _PERCENT.search(text)
+        if single and 0 <= float(single.group(1)) <= 100:
+            return float(single.group(1))
+        return None
+
+
+_UNCODED_REASON = (
+    "a reason on the order is text or a local code only; code it (ICD-10-CM) so the checks and "
+    "the claim can read it"
+)
+_NUMBER = r"(\d{1,3}(?:\.\d+)?)"
+_PERCENT_SIGN = r"\s*(?:%|percent\b)"
+_PERCENT_RANGE = re.compile(
+    _NUMBER + r"(?:" + _PERCENT_SIGN + r")?\s*(?:-|\u2013|to)\s*" + _NUMBER + _PERCENT_SIGN, re.I
+)
+_PERCENT = re.compile(r"(?<![\d.])" + _NUMBER + _PERCENT_SIGN, re.I)
+
+
+def _is_percent(quantity: Any) -> bool:
+    if quantity is None:
+        return False
+    return (quantity.code == "%" and quantity.system in (None, UCUM_URI)) or (
+        quantity.code is None and (quantity.unit or "").strip() == "%"
+    )
+
+
+def _quantity_range(value: Any) -> tuple[float, float] | None:
+    """valueRange in % as (low, high); an open end is 0 or 100."""
+    if value is None:
+        return None
+    low, high = value.low, value.high
+    ends = [q for q in (low, high) if q is not None and q.value is not None]
+    if not ends or not all(_is_percent(q) for q in ends):
+        return None
+    bottom = float(low.value) if low is not None and low.value is not None else 0.0
+    top = float(high.value) if high is not None and high.value is not None else 100.0
+    return (bottom, top) if 0 <= bottom <= top <= 100 else None
 
 
 def _is_void(condition: Condition) -> bool:
@@ -360,11 +490,16 @@ def _ordered_refs(references: Iterable[Any] | None) -> list[str]:
     return sorted(_refs(list(references or [])))
 
 
-def _mentions(concept: Any, word: str) -> bool:
+def _mentions(concept: Any, words: Iterable[str]) -> bool:
     if concept is None:
         return False
     texts = [concept.text] + [c.display for c in concept.coding or [] if c]
-    return any(word.lower() in (t or "").lower() for t in texts)
+    return any(_mentions_text(t, words) for t in texts if t)
+
+
+def _mentions_text(text: str, words: Iterable[str]) -> bool:
+    lowered = text.lower()
+    return any(word.lower() in lowered for word in words)
 
 
 def _cad_rads_rank(category: str | None) -> int:
@@ -373,17 +508,21 @@ def _cad_rads_rank(category: str | None) -> int:
 
 
 def _combine(readings: Iterable[_Reading]) -> _Reading:
-    """The largest percentage, the most severe CAD-RADS category, every modifier."""
+    """The largest percentage, the most severe range and CAD-RADS category, every modifier."""
     percents = []
+    ranges: list[tuple[float, float]] = []
     category: str | None = None
     modifiers: set[str] = set()
     for reading in readings:
         if reading.max_percent is not None:
             percents.append(reading.max_percent)
+        if reading.percent_range is not None:
+            ranges.append(reading.percent_range)
         if _cad_rads_rank(reading.cad_rads) > _cad_rads_rank(category):
             category = reading.cad_rads
         modifiers |= reading.modifiers
-    return _Reading(max(percents, default=None), category, frozenset(modifiers))
+    worst_range = max(ranges, key=lambda r: (r[1], r[0]), default=None)
+    return _Reading(max(percents, default=None), category, frozenset(modifiers), worst_range)
 
 
 def _merge(candidates: list[_Candidate]) -> list[list[_Candidate]]:

@@ -46,6 +46,9 @@ class Order:
     linked_refs: frozenset[str] = frozenset()
     # True when a reasonReference could not be resolved: its codes are unknown, not absent.
     reasons_unresolved: bool = False
+    # True when a reasonCode has no code in a known system (text only, or a local code): what it
+    # says is unknown to the rules, not absent.
+    reasons_uncoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,10 @@ class CctaResult:
     max_stenosis_percent: float | None  # largest % quantity among its results
     cad_rads: str | None  # "0", "1", "2", "3", "4A", "4B", "5", "N"
     cad_rads_modifiers: frozenset[str] = frozenset()  # "S", "G", "HRP", ...
-    # Stenosis derived from a CAD-RADS category only: (low, high) bounds in %.
+    # No single % known: the stenosis bounds (low, high) in %, as reported ("50-69 %") or
+    # derived from the CAD-RADS category.
     stenosis_range: tuple[float, float] | None = None
+    stenosis_range_measured: bool = False  # True: reported as a range, not from CAD-RADS
     # Every reference that denotes this CCTA (its report, procedure, imaging study, the 75574
     # order it was based on): an FFR-CT linked to any of them is for this CCTA.
     aliases: frozenset[str] = frozenset()
@@ -82,8 +87,9 @@ class Diagnosis:
 
     ref: str
     codes: CodeSet
-    onset: date | None
+    onset: date | None  # onset[x] only; None when the chart does not say
     category: Literal["problem-list-item", "encounter-diagnosis", "other"] = "other"
+    recorded: date | None = None  # recordedDate: when it was written down, not when it began
 
 
 PayerKind = Literal[
@@ -127,7 +133,13 @@ class Facts:
     existing_orders: tuple[Order, ...] = ()
     performed: tuple[PerformedStudy, ...] = ()
     diagnoses: tuple[Diagnosis, ...] = ()
+    # Non-void Conditions no longer active (resolved, inactive, remission): history that still
+    # counts inside a time window, e.g. an acute MI resolved last week.
+    inactive_diagnoses: tuple[Diagnosis, ...] = ()
     cctas: tuple[CctaResult, ...] = ()
+    # The DiagnosticReports and ImagingStudies the service received ("DiagnosticReport/1"): a
+    # link to one of them can be checked, a link to anything else cannot.
+    on_file_refs: frozenset[str] = frozenset()
     has_bmi: bool | None = None  # None: could not be determined
     coverage: CoverageFacts | None = None
     coverage_known: bool = True  # False: coverage data was unavailable (not "no coverage")

@@ -64,15 +64,21 @@ def _label(order: Order) -> str:
     return order.display or order.ref
 
 
+def _reasons_unknown(order: Order) -> bool:
+    """Part of what the order gives as its reason cannot be read (reference, text only)."""
+    return order.reasons_unresolved or order.reasons_uncoded
+
+
 # -- which CCTA an FFR-CT order is for ------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CctaTarget:
-    """The CCTA an FFR-CT order is derived from: one on file, or a 75574 in the same draft."""
+    """The CCTA an FFR-CT order is derived from: one on file (with its reading), or a 75574
+    ordered but not yet read (in the same draft, or an active order on file)."""
 
     ccta: CctaResult | None = None
-    draft: Order | None = None
+    draft: Order | None = None  # the 75574 order when the CCTA has no reading yet
 
     @property
     def aliases(self) -> frozenset[str]:
@@ -87,14 +93,29 @@ class CctaTarget:
         return self.draft.service_date if self.draft else None
 
 
+def pending_ccta_orders(facts: Facts, data: RuleData) -> list[Order]:
+    """75574 orders on file (active, on hold, completed) with no CCTA on file resulting from
+    them yet: a CCTA that is ordered, or done with its report not received."""
+    read = {a for c in facts.cctas for a in c.aliases | {c.ref}}
+    return [
+        o
+        for o in facts.existing_orders
+        if o.status in ACTIVE_ORDER_STATUSES
+        and data.codes("ccta_order").any_in(o.codes)
+        and o.ref not in read
+    ]
+
+
 def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None:
     """The CCTA the order is for, in this order of evidence.
 
     1. A CCTA on file the order links to (basedOn/supportingInfo naming its report, procedure,
        imaging study or the 75574 order it was based on).
-    2. A 75574 order in the same draft (the "CCTA with FFR-CT" workflow): the FFR-CT is for the
+    2. A 75574 order the order links to, in the same draft or on file and not yet read.
+    3. A 75574 order in the same draft (the "CCTA with FFR-CT" workflow): the FFR-CT is for the
        new CCTA, which has no reading yet.
-    3. The most recent CCTA on file.
+    4. The most recent of: the CCTAs on file, and the 75574 orders on file not yet read (an
+       order on or after the latest CCTA's date is the newer CCTA).
     None: no CCTA is known.
     """
     linked = [c for c in facts.cctas if (c.aliases | {c.ref}) & order.linked_refs]
@@ -105,12 +126,21 @@ def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None
         for o in facts.draft_orders
         if o.ref != order.ref and data.codes("ccta_order").any_in(o.codes)
     ]
+    pending = pending_ccta_orders(facts, data)
+    linked_orders = [o for o in new_cctas + pending if o.ref in order.linked_refs]
+    if linked_orders:
+        return CctaTarget(draft=linked_orders[0])
     if new_cctas:
-        chosen = next((o for o in new_cctas if o.ref in order.linked_refs), new_cctas[0])
-        return CctaTarget(draft=chosen)
-    if facts.cctas:
-        return CctaTarget(ccta=facts.cctas[0])
-    return None
+        return CctaTarget(draft=new_cctas[0])
+    latest = facts.cctas[0] if facts.cctas else None
+    newer = [
+        o
+        for o in pending
+        if latest is None or latest.performed is None or o.service_date >= latest.performed
+    ]
+    if newer:
+        return CctaTarget(draft=max(newer, key=lambda o: (o.service_date, o.ref)))
+    return CctaTarget(ccta=latest) if latest is not None else None
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -120,15 +150,17 @@ def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """No cardiac symptom documented: not on the order (reasonCode, resolved reasonReference)
     and not among the active Conditions (problem list, encounter diagnoses).
 
-    Silent when the answer is unknown rather than "no": the Conditions could not be read, or a
-    reasonReference points at something the service does not have.
+    Silent when the answer is unknown rather than "no": the Conditions could not be read, a
+    reasonReference points at something the service does not have, or a reason is given as
+    text only ("Chest pain on exertion"); the facts record the gap and the data-incomplete card
+    names the check.
     """
     symptoms = data.codes("cardiac_symptoms")
     on_file = any(symptoms.any_in(d.codes) for d in facts.diagnoses)
     for order in ffrct_orders(facts, data):
         if on_file or symptoms.any_in(order.reason_codes):
             continue
-        if facts.unavailable("conditions") or order.reasons_unresolved:
+        if facts.unavailable("conditions") or _reasons_unknown(order):
             continue
         yield Finding(
             topic="ffrct-symptoms-missing",
@@ -156,11 +188,11 @@ def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
         stated_screening = screening.matches(sorted(reasons))
         other_icd = [c for c in reasons if c.system == "icd10cm" and c not in screening]
         only_screening = not other_icd and not symptoms.any_in(reasons)
-        if stated_screening and only_screening and not order.reasons_unresolved:
+        if stated_screening and only_screening and not _reasons_unknown(order):
             shown = stated_screening[0]
         elif (
             not reasons
-            and not order.reasons_unresolved
+            and not _reasons_unknown(order)
             and screening_on_file
             and not symptom_on_file
             and not facts.unavailable("conditions")
@@ -176,18 +208,21 @@ def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
 
 def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
-    """No CCTA on file (report, procedure or imaging study) and no 75574 in the draft.
+    """No CCTA on file (report, procedure or imaging study), none ordered (a 75574 in the
+    draft or an active 75574 order on file).
 
     Silent when any CCTA source (cctaReports, procedures, imagingStudies) could not be read, and
     for an order that links to a DiagnosticReport/ImagingStudy the service did not receive: that
-    link is the ordering clinician's evidence of a CCTA we cannot see.
+    link may be the clinician's evidence of a CCTA we cannot see (the facts record a
+    `linkedStudies` gap, so the data-incomplete card names the skipped check). A link to a
+    report or study the service HAS and that is not a CCTA (an echo) proves nothing.
     """
     if any(facts.unavailable(key) for key in CCTA_DATA_KEYS):
         return
     for order in ffrct_orders(facts, data):
         if target_ccta(order, facts, data) is not None:
             continue
-        if any(ref.startswith(IMAGING_REF_TYPES) for ref in order.linked_refs):
+        if unseen_study_links(order, facts):
             continue
         yield Finding(
             topic="ffrct-ccta-missing",
@@ -195,6 +230,15 @@ def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
             details={"order": _label(order)},
             actions=(ProposedAction(kind="create-order", order_ref=order.ref, code=CCTA_CODE),),
         )
+
+
+def unseen_study_links(order: Order, facts: Facts) -> list[str]:
+    """The order's links to DiagnosticReports/ImagingStudies the service did not receive."""
+    return sorted(
+        ref
+        for ref in order.linked_refs
+        if ref.startswith(IMAGING_REF_TYPES) and ref not in facts.on_file_refs
+    )
 
 
 def _stenosis_range(facts: Facts, data: RuleData) -> tuple[float, float]:
@@ -212,10 +256,10 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """The CCTA the FFR-CT is for shows a maximum stenosis outside the range (inclusive).
 
     The range is the payer profile's (e.g. Medicare LCD 40-90 %) when set, else the seed's
-    30-90 %. A measured percentage wins over a CAD-RADS category; with a category only, the card
-    fires only when the category's WHOLE range lies outside (CAD-RADS 2 = 25-49 % is inside
-    30-90 %; CAD-RADS 1 = 1-24 % is outside). CAD-RADS N (non-diagnostic) has no range. A new
-    CCTA in the same draft has no reading yet, so nothing fires.
+    30-90 %. A measured percentage wins over a reported range ("50-69 %"), which wins over a
+    CAD-RADS category; with a range only, the card fires only when the WHOLE range lies outside
+    (CAD-RADS 2 = 25-49 % is inside 30-90 %; CAD-RADS 1 = 1-24 % is outside). CAD-RADS N
+    (non-diagnostic) has no range. A CCTA ordered but not yet read has no reading: silent.
     """
     low, high = _stenosis_range(facts, data)
     for order in ffrct_orders(facts, data):
@@ -229,7 +273,11 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
         elif ccta.stenosis_range is not None:
             bottom, top = ccta.stenosis_range
             outside = top < low or bottom > high
-            shown = f"CAD-RADS {ccta.cad_rads} ({bottom:g}-{top:g} %)"
+            spread = f"{bottom:g} %" if bottom == top else f"{bottom:g}-{top:g} %"
+            if ccta.stenosis_range_measured or ccta.cad_rads is None:
+                shown = spread
+            else:
+                shown = f"CAD-RADS {ccta.cad_rads} ({spread})"
         else:
             continue
         if outside:
@@ -246,14 +294,17 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
 
 def stenosis_undocumented(facts: Facts, data: RuleData) -> Iterator[Finding]:
-    """A CCTA is on file but neither a stenosis percentage nor a CAD-RADS category can be read.
+    """A CCTA is on file but neither a stenosis percentage or range nor a CAD-RADS category can
+    be read.
 
-    Not for a new CCTA in the same draft (no report yet). CAD-RADS N counts as documented.
+    Not for a CCTA ordered but not yet read. CAD-RADS N counts as documented.
     """
     for order in ffrct_orders(facts, data):
         target = target_ccta(order, facts, data)
         ccta = target.ccta if target else None
-        if ccta is None or ccta.max_stenosis_percent is not None or ccta.cad_rads is not None:
+        if ccta is None or ccta.cad_rads is not None:
+            continue
+        if ccta.max_stenosis_percent is not None or ccta.stenosis_range is not None:
             continue
         yield Finding(
             topic="ffrct-stenosis-undocumented",
@@ -298,8 +349,11 @@ def excluded_history(facts: Facts, data: RuleData) -> Iterator[Finding]:
     CAD-RADS modifier S or G, or an acute MI (I21.x) with onset within 30 days before the date
     of service (an I21.x stated as the order's reason counts as current).
 
-    Fires on positive evidence only; an MI Condition with neither onset nor recorded date is
-    not assumed recent.
+    Fires on positive evidence only. An MI counts whatever its clinical status (one resolved
+    last week is still an MI within 30 days), never when entered in error or refuted. With no
+    onset date, an I21/I22 recorded within the window fires with wording that says only that
+    (ICD-10-CM reserves I21 for the 4 weeks after onset, so a recent recording is evidence of
+    a recent MI, not of its date); an MI with neither date is not assumed recent.
     """
     devices = data.codes("ffrct_excluded_devices")
     acute_mi = data.codes("acute_mi")
@@ -315,11 +369,19 @@ def excluded_history(facts: Facts, data: RuleData) -> Iterator[Finding]:
         stated_mi = acute_mi.matches(sorted(order.reason_codes))
         if stated_mi:
             evidence.append(f"acute MI stated as the reason ({_icd(stated_mi[0])})")
-        for diagnosis in facts.diagnoses:
+        for diagnosis in facts.diagnoses + facts.inactive_diagnoses:
             mi = acute_mi.matches(sorted(diagnosis.codes))
-            onset = diagnosis.onset
-            if mi and onset and timedelta(0) <= order.service_date - onset <= window:
-                evidence.append(f"acute MI ({_icd(mi[0])}) on {onset.isoformat()}")
+            if not mi:
+                continue
+            onset, recorded = diagnosis.onset, diagnosis.recorded
+            if onset is not None:
+                if timedelta(0) <= order.service_date - onset <= window:
+                    evidence.append(f"acute MI ({_icd(mi[0])}) on {onset.isoformat()}")
+            elif recorded is not None and timedelta(0) <= order.service_date - recorded <= window:
+                evidence.append(
+                    f"acute MI ({_icd(mi[0])}) recorded on {recorded.isoformat()} "
+                    "(onset date not documented)"
+                )
         if not evidence:
             continue
         yield Finding(
@@ -411,8 +473,10 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
     The other FFR-CT is an active/on-hold/completed order on file, a completed Procedure, a
     final/amended/corrected report, or another FFR-CT draft in this order set. "Same CCTA": see
-    `_same_ccta` and `target_ccta`. Two drafts for the same CCTA give one card, on the later
-    draft, suggesting deleting it; on order-select the card is on the selected order.
+    `_same_ccta` and `target_ccta`. Of two drafts for the same CCTA, the one to remove is the
+    one decision support is about: on order-select the newly selected order (an unselected
+    twin was already in the order list), on order-sign the later one. The finding names only
+    the order to remove, never the one that stays (it is fine as it is).
     """
     orders = [o for o in facts.draft_orders if is_ffrct(o, data)]
     focus = {o.ref for o in ffrct_orders(facts, data)}
@@ -424,21 +488,20 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
         target = targets[order.ref]
         prior = next((p for p in priors if _same_ccta(p.links, p.day, target, order, facts)), None)
         if prior is not None:
-            yield _duplicate_finding(order, order, prior.ref, prior.label)
+            yield _duplicate_finding(order, prior.ref, prior.label, on_file=True)
             continue
         twins = [
             other
             for other in orders
             if other.ref != order.ref and _same_target(targets[other.ref], target)
         ]
-        earlier = [t for t in twins if orders.index(t) < index]
-        if earlier:
-            yield _duplicate_finding(order, order, earlier[0].ref, "another FFR-CT in this order")
-            continue
-        later_unfocused = [t for t in twins if t.ref not in focus]
-        if later_unfocused:
-            twin = later_unfocused[0]
-            yield _duplicate_finding(order, twin, twin.ref, "another FFR-CT in this order")
+        kept = [t for t in twins if t.ref not in focus] or [
+            t for t in twins if orders.index(t) < index
+        ]
+        if kept:
+            yield _duplicate_finding(
+                order, kept[0].ref, "another FFR-CT in this order", on_file=False
+            )
 
 
 def _same_target(a: CctaTarget | None, b: CctaTarget | None) -> bool:
@@ -447,11 +510,13 @@ def _same_target(a: CctaTarget | None, b: CctaTarget | None) -> bool:
     return bool(a.aliases & b.aliases)
 
 
-def _duplicate_finding(order: Order, remove: Order, other_ref: str, other: str) -> Finding:
-    refs = tuple(dict.fromkeys((order.ref, remove.ref, other_ref)))
+def _duplicate_finding(remove: Order, other_ref: str, other: str, *, on_file: bool) -> Finding:
+    """A prior on file is named among the finding's orders (audit); a draft twin that stays is
+    not: whatever the finding implies (coverage information, "already ordered") is about the
+    order to remove only."""
     return Finding(
         topic="ffrct-duplicate",
-        order_refs=refs,
+        order_refs=(remove.ref, other_ref) if on_file else (remove.ref,),
         details={"order": _label(remove), "other": other, "other_ref": other_ref},
         actions=(ProposedAction(kind="delete-order", order_ref=remove.ref),),
     )

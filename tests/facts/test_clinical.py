@@ -169,7 +169,8 @@ def test_only_active_unrefuted_conditions_are_diagnoses(data: RuleData) -> None:
     assert refs == {"Condition/active", "Condition/relapse", "Condition/no-status"}
 
 
-def test_diagnosis_category_and_onset_fallback_to_recorded_date(data: RuleData) -> None:
+def test_diagnosis_category_and_recorded_date_is_not_an_onset(data: RuleData) -> None:
+    """Review M3: recordedDate is when it was written down; the card must not call it onset."""
     conditions = bundle(
         condition(
             "mi",
@@ -189,7 +190,8 @@ def test_diagnosis_category_and_onset_fallback_to_recorded_date(data: RuleData) 
     )
     (mi,) = make_facts(data, conditions=conditions).diagnoses
     assert mi.category == "encounter-diagnosis"
-    assert mi.onset == date(2026, 11, 10)
+    assert mi.onset is None
+    assert mi.recorded == date(2026, 11, 10)
 
 
 # -- CCTA reading ----------------------------------------------------------------------------
@@ -427,5 +429,152 @@ def test_odd_but_valid_data_reads_as_unknown(data: RuleData) -> None:
     assert reading.max_stenosis_percent is None and reading.cad_rads is None
     assert facts.draft_orders[0].reasons_unresolved
     assert facts.draft_orders[0].linked_refs == frozenset()
-    assert facts.gaps == ()
+    # Review H6: the unresolved reasons are a gap the data-incomplete card names.
+    assert [g.key for g in facts.gaps] == ["reasonReference"]
     assert [d.codes for d in facts.diagnoses] == [frozenset()]
+
+
+# -- review findings (H1, H3, M2, M3, M8, L1) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CAD-RADS 2.0 category 5: total occlusion", ("5", frozenset())),
+        ("CAD-RADS 2.0 classification: CAD-RADS 1.", ("1", frozenset())),
+        ("Per CAD-RADS 2.0, category 0.", ("0", frozenset())),
+        ("CAD-RADS version 2.0 category 4A/S", ("4A", frozenset({"S"}))),
+        ("CAD-RADS 2", ("2", frozenset())),
+        ("CAD-RADS: no significant stenosis", None),
+        ("Reported using CAD-RADS 2.0.", None),
+    ],
+)
+def test_cad_rads_version_is_not_a_category(
+    text: str, expected: tuple[str, frozenset[str]] | None
+) -> None:
+    """Review H1: "2.0" is the version; "no significant" is not category N."""
+    assert parse_cad_rads(text) == expected
+
+
+def test_calcium_percentile_and_plaque_percent_are_not_stenosis(data: RuleData) -> None:
+    """Review M8: only a plausible stenosis % counts; vessel-named results still do."""
+    percentile = observation(
+        "pct", code={"text": "Coronary calcium score percentile (MESA)"}, **percent(95)
+    )
+    plaque = observation(
+        "pav",
+        code={"coding": [{"system": "urn:x", "code": "1", "display": "Plaque burden"}]},
+        **percent(88),
+    )
+    vessel = observation("lad", code={"text": "LAD"}, **percent(55))
+    ccta = bundle(report(results=["pct", "pav", "lad"]), percentile, plaque, vessel)
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.max_stenosis_percent == 55
+    only_percentile = bundle(report(results=["pct"]), percentile)
+    (reading,) = make_facts(data, cctaReports=only_percentile).cctas
+    assert reading.max_stenosis_percent is None and reading.stenosis_range is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {
+            "valueRange": {
+                "low": {"value": 50, "unit": "%", "system": UCUM, "code": "%"},
+                "high": {"value": 69, "unit": "%", "system": UCUM, "code": "%"},
+            }
+        },
+        {"valueString": "50-69%"},
+        {"valueCodeableConcept": {"text": "Moderate stenosis (50 to 69 %)"}},
+    ],
+)
+def test_stenosis_reported_as_a_range(data: RuleData, value: dict[str, Any]) -> None:
+    """Review M2: a range is read as a range, not as "undocumented"."""
+    ccta = bundle(report(results=["s"]), observation("s", code={"text": "Max stenosis"}, **value))
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert reading.max_stenosis_percent is None
+    assert reading.stenosis_range == (50.0, 69.0) and reading.stenosis_range_measured
+
+
+def test_percent_text_needs_a_stenosis_name(data: RuleData) -> None:
+    unnamed = observation("x", code={"text": "Comment"}, valueString="seen in 70% of slices")
+    named_in_text = observation("y", code={"text": "Comment"}, valueString="LAD stenosis 70 %")
+    (reading,) = make_facts(data, cctaReports=bundle(report(results=["x"]), unnamed)).cctas
+    assert reading.max_stenosis_percent is None
+    (reading,) = make_facts(data, cctaReports=bundle(report(results=["y"]), named_in_text)).cctas
+    assert reading.max_stenosis_percent == 70
+
+
+def test_point_percent_wins_unless_a_range_is_worse(data: RuleData) -> None:
+    low_point = observation("a", code={"text": "RCA stenosis"}, **percent(40))
+    worse_range = observation("b", code={"text": "LAD stenosis"}, valueString="70-99%")
+    ccta = bundle(report(results=["a", "b"]), low_point, worse_range)
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert (reading.max_stenosis_percent, reading.stenosis_range) == (None, (70.0, 99.0))
+    high_point = observation("a", code={"text": "RCA stenosis"}, **percent(80))
+    ccta = bundle(report(results=["a", "b"]), high_point, worse_range)
+    (reading,) = make_facts(data, cctaReports=ccta).cctas
+    assert (reading.max_stenosis_percent, reading.stenosis_range) == (80.0, None)
+
+
+def test_resolved_conditions_are_kept_as_inactive_history(data: RuleData) -> None:
+    """Review M3: a resolved acute MI still counts inside its window."""
+    conditions = bundle(
+        condition("mi", "I21.4", clinicalStatus=status("resolved"), onsetDateTime="2026-11-08"),
+        condition("err", "I21.4", verificationStatus=status("entered-in-error", "ver")),
+    )
+    facts = make_facts(data, conditions=conditions)
+    assert facts.diagnoses == ()
+    (mi,) = facts.inactive_diagnoses
+    assert (mi.ref, mi.onset) == ("Condition/mi", date(2026, 11, 8))
+
+
+def test_icd10_without_system_or_dot_in_a_reason(data: RuleData) -> None:
+    """Review L1: "R079" with no system is ICD-10-CM where a diagnosis belongs."""
+    order = ffrct_order(reasonCode=[{"coding": [{"code": "R079"}], "text": "chest pain"}])
+    conditions = bundle(condition("c", "I2089", system=""))
+    del conditions["entry"][0]["resource"]["code"]["coding"][0]["system"]
+    facts = make_facts(data, [order], conditions=conditions)
+    assert Code("icd10cm", "R079") in facts.draft_orders[0].reason_codes
+    assert not facts.draft_orders[0].reasons_uncoded
+    assert facts.diagnoses[0].codes == {Code("icd10cm", "I2089")}
+
+
+def test_text_only_reason_is_unreadable_not_absent(data: RuleData) -> None:
+    """Review L1: a reason given only as text is a gap, not "no reason"."""
+    text_only = ffrct_order(reasonCode=[{"text": "Chest pain on exertion"}])
+    facts = make_facts(data, [text_only])
+    assert facts.draft_orders[0].reasons_uncoded
+    assert [g.key for g in facts.gaps] == ["reasonText"]
+    local = ffrct_order(reasonCode=[{"coding": [{"system": "urn:local:dx", "code": "CP-17"}]}])
+    assert make_facts(data, [local]).draft_orders[0].reasons_uncoded
+    coded = ffrct_order(reasonCode=[{"coding": [{"system": ICD, "code": "R07.9"}], "text": "CP"}])
+    facts = make_facts(data, [coded])
+    assert not facts.draft_orders[0].reasons_uncoded and facts.gaps == ()
+
+
+def test_cpt_code_under_the_hcpcs_system_is_cpt(data: RuleData) -> None:
+    """Review L1: CPT is HCPCS Level I; a Level II code (letter first) stays HCPCS."""
+    hcpcs = "urn:oid:2.16.840.1.113883.6.285"
+    ffr = ffrct_order(code={"coding": [{"system": hcpcs, "code": "75580"}]})
+    cac = {**ffrct_order(), "id": "cac-1", "code": {"coding": [{"system": hcpcs, "code": "S8092"}]}}
+    drafts = make_facts(data, [ffr, cac]).draft_orders
+    assert drafts[0].codes == {Code("cpt", "75580")}
+    assert drafts[1].codes == {Code("hcpcs", "S8092")}
+
+
+def test_links_to_studies_not_received_are_a_gap(data: RuleData) -> None:
+    """Review H3: a link the service can check is not a gap; one it cannot see is."""
+    echo = {
+        "resourceType": "ImagingStudy",
+        "id": "echo-1",
+        "status": "available",
+        "subject": {"reference": "Patient/p1"},
+        "procedureCode": [{"coding": [{"system": LOINC, "code": "34552-0"}]}],
+    }
+    seen = ffrct_order(supportingInfo=[{"reference": "ImagingStudy/echo-1"}])
+    facts = make_facts(data, [seen], imagingStudies=bundle(echo))
+    assert facts.on_file_refs == {"ImagingStudy/echo-1"} and facts.gaps == ()
+    unseen = ffrct_order(supportingInfo=[{"reference": "DiagnosticReport/outside"}])
+    facts = make_facts(data, [unseen], imagingStudies=bundle(echo))
+    assert [g.key for g in facts.gaps] == ["linkedStudies"]

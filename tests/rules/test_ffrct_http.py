@@ -85,6 +85,47 @@ async def test_duplicate_draft_is_the_one_deleted(make_settings: Any, app_client
     }
 
 
+async def test_order_select_deletes_only_the_selected_twin(
+    make_settings: Any, app_client: Any
+) -> None:
+    """Review M9: the user selected ServiceRequest/ffr; the card must not act on ffr-2."""
+    request = scenario_request("ffrct-duplicate-edge-order-select-first-twin")
+    async with app_client(make_settings()) as client:
+        body = conformant_body(
+            await client.post("/cds-services/cardiac-ct-order-select", json=request)
+        )
+    (action,) = card(body, "ffrct-duplicate")["suggestions"][0]["actions"]
+    assert (action["type"], action["resourceId"]) == ("delete", "ServiceRequest/ffr")
+    updated = {a["resource"]["id"] for a in body.get("systemActions", [])}
+    assert "ffr-2" not in updated
+
+
+@pytest.mark.parametrize(
+    ("change", "checks"),
+    [
+        ({"reasonCode": [{"text": "Chest pain on exertion"}]}, "symptoms; screening"),
+        ({"reasonReference": [{"reference": "Condition/elsewhere"}]}, "symptoms; screening"),
+        (
+            {"supportingInfo": [{"reference": "DiagnosticReport/outside-ccta"}]},
+            "CCTA on file; stenosis",
+        ),
+    ],
+)
+async def test_unreadable_order_content_names_the_skipped_checks(
+    make_settings: Any, app_client: Any, change: dict[str, Any], checks: str
+) -> None:
+    """Review H3, H6, L1: what silenced a check is on the data-incomplete card."""
+    base = "clean-ffrct-medicare-symptomatic" if "supportingInfo" in change else None
+    request = scenario_request(base or "ffrct-symptoms-missing-positive")
+    order = request["context"]["draftOrders"]["entry"][0]["resource"]
+    if base is None:
+        order.pop("reasonCode", None)
+    order.update(change)
+    body = await post(make_settings, app_client, request)
+    assert topics(body) == ["data-incomplete"]
+    assert f"**Checks not run:** {checks}." in card(body, "data-incomplete")["detail"]
+
+
 @pytest.mark.parametrize("key", ["cctaReports", "imagingStudies"])
 async def test_unreadable_ccta_data_is_not_reported_as_a_missing_ccta(
     make_settings: Any, app_client: Any, key: str
@@ -132,7 +173,7 @@ def test_filled_summaries_fit_the_cds_hooks_limit() -> None:
         "legacy_code": "0504T",
         "other": "an FFR-CT performed on an unknown date",
         "other_ref": "Procedure/ffr-done-2026",
-        "first": "history of coronary bypass graft (Z95.1)",
+        "first": "acute MI (I22.2) recorded on 2026-11-20 (onset date not documented)",
         "history": "history of coronary stent (Z95.5)",
     }
     templates = Knowledge.load().cards.templates

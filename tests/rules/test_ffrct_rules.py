@@ -399,10 +399,15 @@ def test_two_drafts_give_one_card_on_the_later(data: RuleData) -> None:
     assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
 
 
-def test_order_select_on_the_first_draft_points_at_the_unselected_twin(data: RuleData) -> None:
+def test_order_select_of_a_twin_suggests_removing_the_selected_order(data: RuleData) -> None:
+    """Review M9 (this test used to expect deleting the UNSELECTED twin): on order-select the
+    newly selected order is the one just added, so it is the duplicate; the card never acts on
+    an order the user did not select, and never names the order that stays."""
     first, second = order("ServiceRequest/a"), order("ServiceRequest/b", selected=False)
     found = run(ffrct.duplicate, facts(first, second, hook="order-select"), data)
-    assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
+    assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/a"),)
+    assert found[0].order_refs == ("ServiceRequest/a",)
+    assert found[0].details["other_ref"] == "ServiceRequest/b"
 
 
 def test_drafts_for_different_cctas_are_not_duplicates(data: RuleData) -> None:
@@ -426,3 +431,91 @@ def test_duplicate_card_names_the_prior_order_plainly(data: RuleData) -> None:
     found = run(ffrct.duplicate, facts(existing_orders=(_existing("completed"),)), data)
     assert found[0].details["other"] == "a completed FFR-CT order"
     assert found[0].details["other_ref"] == "ServiceRequest/ffr-old"
+
+
+# -- review findings (H2, H3, H5, M2, M3, L1) ----------------------------------------------------
+
+
+def _ccta_order_on_file(status: str = "active", day: date = date(2026, 11, 28)) -> Order:
+    return order("ServiceRequest/ccta-old", CCTA, origin="existing", status=status, day=day)
+
+
+def test_ccta_ordered_on_file_is_not_missing(data: RuleData) -> None:
+    """Review H2: an active 75574 order on file is a CCTA "ordered"."""
+    f = facts(cctas=(), existing_orders=(_ccta_order_on_file(),))
+    assert run(ffrct.ccta_missing, f, data) == []
+    target = ffrct.target_ccta(f.draft_orders[0], f, data)
+    assert target is not None and target.draft == _ccta_order_on_file()
+    revoked = facts(cctas=(), existing_orders=(_ccta_order_on_file("revoked"),))
+    assert len(run(ffrct.ccta_missing, revoked, data)) == 1
+
+
+def test_ccta_ordered_after_the_last_ccta_is_the_target(data: RuleData) -> None:
+    """A pending 75574 newer than the CCTA on file is the one the FFR-CT is for: the old
+    CCTA's 95 % does not fire; an order already read (its report on file) is not pending."""
+    old = ccta(95.0, day=date(2025, 3, 1))
+    f = facts(cctas=(old,), existing_orders=(_ccta_order_on_file(),))
+    assert run(ffrct.stenosis_out_of_range, f, data) == []
+    read = replace(old, aliases=old.aliases | {"ServiceRequest/ccta-old"})
+    f = facts(cctas=(read,), existing_orders=(_ccta_order_on_file(),))
+    assert len(run(ffrct.stenosis_out_of_range, f, data)) == 1
+
+
+def test_link_to_a_non_ccta_study_on_file_does_not_silence_ccta_missing(data: RuleData) -> None:
+    """Review H3: the service HAS the linked echo report; it is not a CCTA."""
+    linked = order(links=frozenset({"DiagnosticReport/echo-1"}))
+    f = facts(linked, cctas=(), on_file_refs=frozenset({"DiagnosticReport/echo-1"}))
+    assert [x.topic for x in run(ffrct.ccta_missing, f, data)] == ["ffrct-ccta-missing"]
+
+
+def test_two_drafts_name_only_the_order_to_remove(data: RuleData) -> None:
+    """Review H5: the order that stays gets no duplicate finding (no stale coverage info)."""
+    first, second = order("ServiceRequest/a"), order("ServiceRequest/b")
+    (found,) = run(ffrct.duplicate, facts(first, second), data)
+    assert found.order_refs == ("ServiceRequest/b",)
+    assert found.details["other_ref"] == "ServiceRequest/a"
+
+
+def test_both_twins_selected_on_order_select_removes_the_later(data: RuleData) -> None:
+    first, second = order("ServiceRequest/a"), order("ServiceRequest/b")
+    (found,) = run(ffrct.duplicate, facts(first, second, hook="order-select"), data)
+    assert found.actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
+
+
+def test_reported_range_decides_like_a_category(data: RuleData) -> None:
+    """Review M2: "50-69 %" is documented and inside the range; "1-24 %" is outside."""
+    inside = replace(ccta(None), stenosis_range=(50.0, 69.0), stenosis_range_measured=True)
+    assert run(ffrct.stenosis_undocumented, facts(cctas=(inside,)), data) == []
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(inside,)), data) == []
+    outside = replace(inside, stenosis_range=(1.0, 24.0))
+    (found,) = run(ffrct.stenosis_out_of_range, facts(cctas=(outside,)), data)
+    assert found.details["stenosis"] == "1-24 %"
+
+
+def test_resolved_recent_mi_still_excludes(data: RuleData) -> None:
+    """Review M3: the MI was resolved a week ago; it is still within 30 days."""
+    mi = Diagnosis("Condition/mi", frozenset({Code("icd10cm", "I214")}), date(2026, 11, 8))
+    (found,) = run(ffrct.excluded_history, facts(inactive_diagnoses=(mi,)), data)
+    assert found.details["first"] == "acute MI (I21.4) on 2026-11-08"
+
+
+def test_mi_with_only_a_recorded_date_says_so(data: RuleData) -> None:
+    """Review M3: recordedDate is not the onset; the card must not call it one."""
+    mi = Diagnosis(
+        "Condition/mi", frozenset({Code("icd10cm", "I214")}), None, recorded=date(2026, 11, 20)
+    )
+    (found,) = run(ffrct.excluded_history, facts(diagnoses=(mi,)), data)
+    assert found.details["first"] == (
+        "acute MI (I21.4) recorded on 2026-11-20 (onset date not documented)"
+    )
+    old = replace(mi, recorded=date(2026, 9, 1))
+    assert run(ffrct.excluded_history, facts(diagnoses=(old,)), data) == []
+
+
+def test_text_only_reason_is_not_a_missing_symptom(data: RuleData) -> None:
+    """Review L1: "Chest pain on exertion" as text is unknown, not absent (the facts record a
+    reasonText gap for the data-incomplete card)."""
+    uncoded = replace(order(reasons=frozenset()), reasons_uncoded=True)
+    assert run(ffrct.symptoms_missing, facts(uncoded), data) == []
+    screening_and_text = replace(order(reasons=frozenset({SCREENING})), reasons_uncoded=True)
+    assert run(ffrct.screening_use, facts(screening_and_text), data) == []
