@@ -20,7 +20,7 @@ from service.fhir.gather import GatheredData
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
 from service.render.actions import ActionBuilder, OrderContext
 from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
-from service.render.coverage_info import coverage_actions
+from service.render.coverage_info import coverage_actions, updated_orders
 from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import assess_coverage, order_label
 from service.rules.engine import RULES, Rule, check_params, evaluate
@@ -141,21 +141,6 @@ def run(
         f for f in all_findings if options.allows(knowledge.rule_data.rules[f.topic].card_type)
     ]
     findings = _most_severe_first(findings, knowledge)[: options.max_cards]
-    actions = ActionBuilder(
-        OrderContext(
-            drafts={d.ref: d.raw for d in drafts},
-            patient_id=str(context["patientId"]),
-            user_ref=str(context["userId"]),
-            encounter_id=context.get("encounterId"),
-        ),
-        knowledge.rule_data,
-    )
-    cards: list[Card] = []
-    issued: list[IssuedCard] = []
-    for finding in findings:
-        card = render_card(finding, knowledge.cards, knowledge.rule_data, actions, new_uuid)
-        cards.append(card)
-        issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
     system_actions: list[Action] = []
     assertion_ids: list[str] = []
     if options.allows("coverage-info"):
@@ -175,6 +160,23 @@ def run(
             today=today,
             new_uuid=new_uuid,
         )
+    actions = ActionBuilder(
+        OrderContext(
+            # An update suggestion starts from the order as the coverage system action updates
+            # it, so the two updates agree (the extension survives accepting the suggestion).
+            drafts={d.ref: d.raw for d in drafts} | updated_orders(system_actions),
+            patient_id=str(context["patientId"]),
+            user_ref=str(context["userId"]),
+            encounter_id=context.get("encounterId"),
+        ),
+        knowledge.rule_data,
+    )
+    cards: list[Card] = []
+    issued: list[IssuedCard] = []
+    for finding in findings:
+        card = render_card(finding, knowledge.cards, knowledge.rule_data, actions, new_uuid)
+        cards.append(card)
+        issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
     return Evaluation(
         HookResponse(cards=cards, systemActions=system_actions or None),
         tuple(issued),

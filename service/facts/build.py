@@ -156,6 +156,13 @@ def build_facts(
     )
     order_gaps = clinical.order_gaps(draft_orders)  # text-only reasons, unseen linked studies
     draft_refs = {o.ref for o in draft_orders}
+    # An unresolved reasonReference may be the very symptom or risk factor a check looks for:
+    # those checks stay silent, and this gap makes the data-incomplete card say so.
+    reason_gaps: tuple[DataGap, ...] = (
+        (DataGap("reasonReference", "a reason the order refers to could not be found"),)
+        if any(o.selected and o.reasons_unresolved for o in draft_orders)
+        else ()
+    )
     existing = tuple(
         clinical.with_clinical_links(order_from_model(m, codes, origin="existing", today=today), m)
         for m in data.of_type(ServiceRequest)
@@ -188,5 +195,5 @@ def build_facts(
         coverage_known=insurance.known,
         other_coverages=insurance.others,
         ffrct_stenosis_range=insurance.ffrct_stenosis_range,
-        gaps=(*data.gaps, *extra_gaps, *insurance.gaps, *order_gaps),
+        gaps=(*data.gaps, *extra_gaps, *insurance.gaps, *reason_gaps, *order_gaps),
     )

@@ -173,18 +173,20 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
     )
     named, how = (by_id, "payor identifier") if by_id else (by_name, "payor or plan name")
     sopt_text = ", ".join(sorted(evidence.sopt)) or "none"
-    if (
-        by_sopt is not None
-        and by_sopt.kind == "commercial"
-        and sopt_scores[by_sopt.id] < 100  # a private-carrier family, not an exact code
-        and named is not None
-        and named.kind in _PROGRAM_KINDS
-    ):
+    # A commercial carrier's Medicare Advantage or Medicaid plan: the program named on the plan
+    # wins over the carrier's name and over a private-carrier SOPT family (not an exact code).
+    program = best(
+        {r.id: _name_score(r, specific) if r.kind in _PROGRAM_KINDS else 0 for r in rows}
+    )
+    carrier_only_sopt = by_sopt is None or (
+        by_sopt.kind == "commercial" and sopt_scores[by_sopt.id] < 100
+    )
+    if program is not None and carrier_only_sopt and (named is None or named.kind == "commercial"):
         return Classified(
             evidence,
-            named.kind,
-            named,
-            f"{how}: {named.name} (SOPT {sopt_text} names the carrier type, not the program)",
+            program.kind,
+            program,
+            f"plan or payor name: {program.name} (SOPT {sopt_text} names no program)",
         )
     if by_sopt is not None:
         # The payer type code is structured data: it decides the kind. A name or identifier

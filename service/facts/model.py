@@ -100,6 +100,7 @@ PayerKind = Literal[
     "commercial",
     "other",
     "unknown",
+    "undetermined",  # several coverages in force and no way to tell which is primary
 ]
 
 
@@ -141,7 +142,10 @@ class Facts:
     # link to one of them can be checked, a link to anything else cannot.
     on_file_refs: frozenset[str] = frozenset()
     has_bmi: bool | None = None  # None: could not be determined
-    coverage: CoverageFacts | None = None
+    coverage: CoverageFacts | None = None  # primary for the first focus order's date of service
+    # Primary coverage per date of service of the focus orders; a date not listed uses
+    # `coverage`. Read it through `coverage_for(order)`.
+    coverage_by_date: tuple[tuple[date, CoverageFacts | None], ...] = ()
     coverage_known: bool = True  # False: coverage data was unavailable (not "no coverage")
     other_coverages: tuple[CoverageFacts, ...] = ()
     gaps: tuple[DataGap, ...] = field(default=())
@@ -152,6 +156,13 @@ class Facts:
     def focus_orders(self) -> tuple[Order, ...]:
         """The orders decision support is about: selections on order-select, all on order-sign."""
         return tuple(o for o in self.draft_orders if o.selected)
+
+    def coverage_for(self, order: Order) -> CoverageFacts | None:
+        """The primary coverage on the order's own date of service."""
+        for day, coverage in self.coverage_by_date:
+            if day == order.service_date:
+                return coverage
+        return self.coverage
 
     def unavailable(self, key: str) -> bool:
         return any(g.key == key for g in self.gaps)

@@ -1,7 +1,9 @@
 """Build the FHIR content of suggestion actions: delete, create (CCTA order, ABN task), update.
 
 New resources are valid R4 with the patient, requester and reasons carried over from the order
-they are about. Updates return the *whole* order (CDS Hooks: "the entire updated resource").
+they are about. Updates return the *whole* order (CDS Hooks: "the entire updated resource"),
+starting from `OrderContext.drafts`: the pipeline passes the orders as the coverage-information
+system action updates them, so accepting a suggestion never drops that extension.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.cdshooks.models import Action
+from service.facts.model import Code
 from service.render.cards import SuggestionTemplate
 from service.rules.catalogue import RuleData
+from service.rules.codes import normalise_code
 from service.rules.findings import Finding, ProposedAction
 
 
@@ -22,7 +26,8 @@ from service.rules.findings import Finding, ProposedAction
 class OrderContext:
     """What actions need from the hook call: the draft orders as sent, patient and user."""
 
-    drafts: Mapping[str, dict[str, Any]]  # "ServiceRequest/1" -> raw JSON as received
+    # "ServiceRequest/1" -> the order as received, or as the coverage system action updates it
+    drafts: Mapping[str, dict[str, Any]]
     patient_id: str
     user_ref: str
     encounter_id: str | None
@@ -80,9 +85,30 @@ class ActionBuilder:
         return {"system": self.rule_data.uri_for(proposed.code.system), "code": proposed.code.code}
 
     def _recoded(self, base: Mapping[str, Any], proposed: ProposedAction) -> dict[str, Any]:
+        """The order with its code in the new code's system replaced; other codings (a local
+        charge code) and code.text are kept."""
         updated = copy.deepcopy(dict(base))
-        updated["code"] = {"coding": [self._coding(proposed)]}
+        code: dict[str, Any] = updated["code"] if isinstance(updated.get("code"), dict) else {}
+        codings = [c for c in code.get("coding") or [] if isinstance(c, dict)]
+        replaced = [i for i, c in enumerate(codings) if self._same_system(c, proposed)]
+        new = self._coding(proposed)
+        at = replaced[0] if replaced else 0
+        kept = [c for i, c in enumerate(codings) if i not in replaced]
+        updated["code"] = {**code, "coding": [*kept[:at], new, *kept[at:]]}
         return updated
+
+    def _same_system(self, coding: Mapping[str, Any], proposed: ProposedAction) -> bool:
+        """A coding of the replacement's system, or a system-less code the rule data lists
+        under that system ("0503T" with no system is CPT)."""
+        target = proposed.code
+        raw = coding.get("code")
+        if target is None or not isinstance(raw, str):
+            return False
+        system = coding.get("system")
+        if system:
+            return self.rule_data.system_for_uri().get(system) == target.system
+        known = Code(target.system, normalise_code(target.system, raw))
+        return any(known in codes for codes in self.rule_data.code_lists.values())
 
     def _new_order(
         self, base: Mapping[str, Any] | None, proposed: ProposedAction
@@ -103,6 +129,12 @@ class ActionBuilder:
                 order[carried] = copy.deepcopy(base[carried])
         return order
 
+    @staticmethod
+    def _code_label(proposed: ProposedAction) -> str:
+        if proposed.code is None:
+            return "calcium scoring"
+        return f"{proposed.code.system.upper()} {proposed.code.code}"
+
     def _abn_task(self, base: Mapping[str, Any] | None, proposed: ProposedAction) -> dict[str, Any]:
         task: dict[str, Any] = {
             "resourceType": "Task",
@@ -115,7 +147,8 @@ class ActionBuilder:
             },
             "description": (
                 "Give the patient the ABN (form CMS-R-131) before the calcium-score scan and "
-                "keep the signed copy; Original Medicare does not cover CPT 75571."
+                "keep the signed copy; Original Medicare does not cover "
+                f"{self._code_label(proposed)}."
             ),
             "focus": {"reference": proposed.order_ref},
             "for": self._subject(),

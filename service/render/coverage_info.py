@@ -93,6 +93,17 @@ def coverage_action(
     return Action(type="update", description=description, resource=resource)
 
 
+def updated_orders(actions: list[Action]) -> dict[str, dict[str, Any]]:
+    """The orders as the coverage system actions update them, by reference: suggestions that
+    update the same order start from these, so accepting one keeps the coverage extension."""
+    found: dict[str, dict[str, Any]] = {}
+    for action in actions:
+        resource = action.resource
+        if isinstance(resource, dict) and resource.get("resourceType") and resource.get("id"):
+            found[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return found
+
+
 def coverage_actions(
     assessments: list[CoverageAssessment],
     drafts: Mapping[str, Mapping[str, Any]],

@@ -13,6 +13,7 @@ from service.rules.catalogue import RuleData
 from service.rules.coverage import (
     cost_text,
     order_label,
+    payer_kind,
     payer_label,
     payer_policy,
     policy_owner,
@@ -72,20 +73,31 @@ def _cac_code(order: Order, data: RuleData) -> str:
     return _first_code(order, data, "cac") or "75571"
 
 
+def _cac_coding(order: Order, data: RuleData) -> tuple[str, str]:
+    found = data.codes("cac").matches(sorted(order.codes))
+    return (found[0].system, found[0].code) if found else ("cpt", "75571")
+
+
 def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """Original Medicare primary: CAC is a non-covered screening service, so an ABN comes first.
 
-    Only a positively identified Original Medicare primary fires (SOPT 12/121/129, the payor
-    names in payers.yaml, or a Medigap secondary). SOPT 1 alone is "medicare-unknown": no ABN
-    is asserted; the facts record a `coverage-type` gap and the CRD answer is `conditional`.
+    Only a positively identified Original Medicare primary (on the order's date of service)
+    fires (SOPT 12/121/129, the payor names in payers.yaml, or a Medigap secondary). SOPT 1
+    alone is "medicare-unknown": no ABN is asserted; the facts record a `coverage-type` gap and
+    the CRD answer is `conditional`. The claim modifier depends on why Medicare denies it
+    (research/clinical-rules.md §4.1): screening is statutorily excluded (GY, GX with the
+    voluntary ABN); a diagnostic order (a cardiac symptom documented) is denied as not
+    reasonable and necessary, where the ABN is what lets the practice bill the patient (GA).
     """
-    if facts.coverage is None or facts.coverage.payer_kind != "original-medicare":
-        return
-    policy = payer_policy(facts, data, "cac")
-    if policy is not None and not policy.abn_required:
-        return
-    self_pay = cost_text(policy) if policy and policy.cost else None
+    symptoms = data.codes("cardiac_symptoms")
     for order in _cac_orders(facts, data):
+        if payer_kind(facts, order) != "original-medicare":
+            continue
+        policy = payer_policy(facts, data, order, "cac")
+        if policy is not None and not policy.abn_required:
+            continue
+        self_pay = cost_text(policy) if policy and policy.cost else None
+        diagnostic = symptoms.any_in(_supporting_codes(facts, order))
         yield Finding(
             topic="cac-abn-required",
             order_refs=(order.ref,),
@@ -93,25 +105,52 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
                 "order": order_label(order),
                 "code": _cac_code(order, data),
                 "self_pay": self_pay or "the practice's self-pay rate",
+                "modifiers": _DIAGNOSTIC_MODIFIERS if diagnostic else _SCREENING_MODIFIERS,
             },
-            actions=(ProposedAction(kind="create-abn-task", order_ref=order.ref),),
+            actions=(
+                ProposedAction(
+                    kind="create-abn-task",
+                    order_ref=order.ref,
+                    code=Code(*_cac_coding(order, data)),
+                ),
+            ),
         )
+
+
+_SCREENING_MODIFIERS = (
+    "No cardiac symptom is documented, so Medicare treats this as **screening**, which the "
+    "statute excludes (§1862(a)(7)): the claim is denied **CO-96** and the patient may be "
+    "billed. The ABN is voluntary here but tells the patient they will pay. Claim modifier: "
+    "**GY**, plus **GX** when the voluntary ABN was given."
+)
+_DIAGNOSTIC_MODIFIERS = (
+    "A cardiac symptom is documented, so Medicare denies the scan as **not reasonable and "
+    "necessary** (§1862(a)(1)(A)): only a signed ABN lets the practice bill the patient. "
+    "Claim modifier: **GA** with the signed ABN on file (**GZ** without one; the patient "
+    "cannot then be billed)."
+)
 
 
 def medicare_advantage(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """Medicare Advantage primary: CAC may be a supplemental benefit; no ABN for MA plans."""
-    if facts.coverage is None or facts.coverage.payer_kind != "medicare-advantage":
-        return
     for order in _cac_orders(facts, data):
+        if payer_kind(facts, order) != "medicare-advantage":
+            continue
         yield Finding(
             topic="cac-medicare-advantage",
             order_refs=(order.ref,),
             details={
                 "order": order_label(order),
                 "code": _cac_code(order, data),
-                "payer": payer_label(facts, data),
+                "payer": payer_label(facts, data, order),
             },
         )
+
+
+def _reasons_unreadable(order: Order) -> bool:
+    """A reason we could not read (a reference not found, or text with no code) may be the
+    symptom or the risk factor: skip rather than guess; the facts carry the gap."""
+    return order.reasons_unresolved or order.reasons_uncoded
 
 
 def _supporting_codes(facts: Facts, order: Order) -> list[Code]:
@@ -124,18 +163,19 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     Commercial payers want intermediate risk with a risk factor (CO-50 / N115 otherwise). A
     payer row can opt out (`requires_supporting_diagnosis: false`). When the order has no such
     reason and the conditions could not be read (or a reasonReference could not be resolved),
-    the check is skipped rather than guessed; the data-incomplete card names it.
+    the check is skipped rather than guessed; the facts record the gap (`conditions`,
+    `reasonReference`, `reasonText`) and the data-incomplete card names the check.
     """
-    if facts.coverage is None or facts.coverage.payer_kind != "commercial":
-        return
-    policy = payer_policy(facts, data, "cac")
-    if policy is not None and policy.requires_supporting_diagnosis is False:
-        return
     supporting = data.codes("cac_supporting_diagnoses")
     for order in _cac_orders(facts, data):
+        if payer_kind(facts, order) != "commercial":
+            continue
+        policy = payer_policy(facts, data, order, "cac")
+        if policy is not None and policy.requires_supporting_diagnosis is False:
+            continue
         if supporting.any_in(_supporting_codes(facts, order)):
             continue
-        if facts.unavailable("conditions") or order.reasons_unresolved:
+        if facts.unavailable("conditions") or _reasons_unreadable(order):
             continue
         yield Finding(
             topic="cac-risk-factor-missing",
@@ -143,40 +183,46 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
             details={
                 "order": order_label(order),
                 "code": _cac_code(order, data),
-                "payer": payer_label(facts, data),
+                "payer": payer_label(facts, data, order),
             },
         )
 
 
 def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
-    """The payer denies screening CAC (Horizon BCBS NJ) and the order looks like screening.
+    """The payer denies screening CAC (Horizon BCBS NJ) and the documentation says screening.
 
-    "Looks like screening": no cardiac symptom on the order or among the active conditions, and
-    either a screening reason (Z13.6, Z00.0x) is stated or the conditions were read (so the
-    absence of symptoms is known, not assumed).
+    The seed: denied "when documentation indicates the service was performed for CAD screening"
+    in asymptomatic members. So it fires only on positive evidence: a screening reason on the
+    order (Z13.6, Z00.0x) or the patient documented asymptomatic, and no cardiac symptom on the
+    order or among the active conditions. No reason at all is not screening. A reasonReference
+    that could not be resolved, or a reason given only as text, may be the symptom: the check is
+    skipped (the facts record a `reasonReference`/`reasonText` gap; the data-incomplete card
+    names it).
     """
-    if facts.coverage is None:
-        return
-    policy = payer_policy(facts, data, "cac")
-    if policy is None or not policy.screening_denied:
-        return
     symptoms = data.codes("cardiac_symptoms")
     screening = data.codes("screening_reasons")
+    asymptomatic = data.codes("asymptomatic")
     for order in _cac_orders(facts, data):
-        if symptoms.any_in(_supporting_codes(facts, order)):
+        policy = payer_policy(facts, data, order, "cac")
+        if policy is None or not policy.screening_denied:
+            continue
+        supporting = _supporting_codes(facts, order)
+        if symptoms.any_in(supporting) or _reasons_unreadable(order):
             continue
         stated = screening.any_in(order.reason_codes)
-        if not stated and facts.unavailable("conditions"):
+        if not stated and not asymptomatic.any_in(supporting):
             continue
+        if not stated and facts.unavailable("conditions"):
+            continue  # "asymptomatic" without the problem list: a symptom may be there
         yield Finding(
             topic="cac-screening-not-covered",
             order_refs=(order.ref,),
             details={
                 "order": order_label(order),
                 "code": _cac_code(order, data),
-                "payer": policy_owner(facts, data),
+                "payer": policy_owner(facts, data, order),
                 "why": "the stated reason is screening"
                 if stated
-                else "no cardiac symptom is documented",
+                else "the patient is documented as asymptomatic",
             },
         )

@@ -21,8 +21,32 @@ Covered = Literal["covered", "not-covered", "conditional"]
 PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
 FAMILY_LABELS = {"cac": "calcium score", "ffrct": "FFR-CT"}
 # Gaps that do not silence a coverage criterion of a "covered" answer: the Medicare plan type
-# only matters for the calcium-score ABN, and an unreachable fhirServer is reported per key too.
-NOT_CLINICAL_GAPS = frozenset({"coverage-type", "fhirServer"})
+# only matters for the calcium-score ABN, an undetermined primary is answered on its own, and
+# an unreachable fhirServer is reported per key too.
+NOT_CLINICAL_GAPS = frozenset({"coverage-type", "coverage-primary", "fhirServer"})
+MEDICARE_LCD_KINDS = frozenset({"original-medicare", "medicare-advantage"})
+
+# What each FFR-CT finding means for coverage (rules.md §5; CRD invariants, davinci-crd.md
+# §1.2; docs/design.md "CRD coverage information"). Documentation can fix a MISSING criterion
+# (conditional + doc-needed); it cannot fix a duplicate (billed once per CCTA) or an LCD
+# limitation the record shows (stent, bypass, recent MI, stenosis outside the range). A legacy
+# code is a coding fix: the claim carries 75580 (billingCode) whatever the order says.
+FFRCT_UNDOCUMENTED = {
+    "ffrct-symptoms-missing": "no cardiac symptoms are documented",
+    "ffrct-screening-use": "the stated reason is screening; FFR-CT is for symptomatic patients",
+    "ffrct-ccta-missing": "no CCTA is on file or ordered",
+    "ffrct-stenosis-undocumented": (
+        "the CCTA's percent stenosis is not documented, so the stenosis criterion is unchecked"
+    ),
+}
+FFRCT_LIMITATIONS = {
+    "ffrct-excluded-history": (
+        "the record shows a coronary stent, bypass graft or recent MI (LCD limitation)"
+    ),
+    "ffrct-stenosis-out-of-range": "the CCTA's stenosis is outside the covered range",
+}
+FFRCT_DUPLICATE = "ffrct-duplicate"
+FFRCT_NOT_COVERAGE = frozenset({"ffrct-legacy-code", "ffrct-bmi-missing"})
 
 
 # -- shared helpers (also used by service.rules.cac) -------------------------------------------
@@ -45,29 +69,37 @@ def in_scope_orders(facts: Facts, data: RuleData) -> list[tuple[Order, str]]:
     return found
 
 
-def payer_row(facts: Facts, data: RuleData) -> PayerRow | None:
-    profile = facts.coverage.payer_profile if facts.coverage else None
+def payer_row(facts: Facts, data: RuleData, order: Order) -> PayerRow | None:
+    """The payer directory row of the primary coverage on the order's date of service."""
+    coverage = facts.coverage_for(order)
+    profile = coverage.payer_profile if coverage else None
     return data.payer(profile) if profile else None
 
 
-def payer_policy(facts: Facts, data: RuleData, family: str) -> FamilyPolicy | None:
-    row = payer_row(facts, data)
+def payer_policy(facts: Facts, data: RuleData, order: Order, family: str) -> FamilyPolicy | None:
+    row = payer_row(facts, data, order)
     return row.policy(family) if row else None
 
 
-def payer_label(facts: Facts, data: RuleData) -> str:
+def payer_kind(facts: Facts, order: Order) -> str | None:
+    coverage = facts.coverage_for(order)
+    return coverage.payer_kind if coverage else None
+
+
+def payer_label(facts: Facts, data: RuleData, order: Order) -> str:
     """The payer as the coverage names it ("Humana Gold Plus HMO"), else the directory row."""
-    row = payer_row(facts, data)
-    if facts.coverage and facts.coverage.payer_name:
-        return facts.coverage.payer_name
+    row = payer_row(facts, data, order)
+    coverage = facts.coverage_for(order)
+    if coverage and coverage.payer_name:
+        return coverage.payer_name
     return row.name if row else "the patient's plan"
 
 
-def policy_owner(facts: Facts, data: RuleData) -> str:
+def policy_owner(facts: Facts, data: RuleData, order: Order) -> str:
     """Whose policy a card cites: the directory row with the policy (the payor display may be
     an employer trust or a TPA), else the payer as the coverage names it."""
-    row = payer_row(facts, data)
-    return row.name if row is not None and row.policies else payer_label(facts, data)
+    row = payer_row(facts, data, order)
+    return row.name if row is not None and row.policies else payer_label(facts, data, order)
 
 
 def order_label(order: Order) -> str:
@@ -122,7 +154,7 @@ def prior_auth_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
     says `pa-needed=conditional` instead).
     """
     for order, family in in_scope_orders(facts, data):
-        policy = payer_policy(facts, data, family)
+        policy = payer_policy(facts, data, order, family)
         if prior_auth_applies(policy, facts.patient_state) is not True or policy is None:
             continue
         yield Finding(
@@ -130,22 +162,22 @@ def prior_auth_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
             order_refs=(order.ref,),
             details={
                 "order": order_label(order),
-                "payer": policy_owner(facts, data),
-                "reviewer": policy.prior_auth_by or policy_owner(facts, data),
+                "payer": policy_owner(facts, data, order),
+                "reviewer": policy.prior_auth_by or policy_owner(facts, data, order),
                 "family": FAMILY_LABELS[family],
             },
         )
 
 
 def coverage_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
-    """Coverage data was obtained and no active Coverage covers the date of service.
+    """Coverage data was obtained and no active Coverage covers an order's date of service.
 
     When the coverage data could not be obtained (`coverage_known` is False) the data-incomplete
     card speaks instead; orders outside this service's scope never trigger it.
     """
-    if not facts.coverage_known or facts.coverage is not None:
+    if not facts.coverage_known:
         return
-    orders = in_scope_orders(facts, data)
+    orders = [(o, f) for o, f in in_scope_orders(facts, data) if facts.coverage_for(o) is None]
     if not orders:
         return
     yield Finding(
@@ -157,10 +189,8 @@ def coverage_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
 def cost_estimate(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """Expected payment / patient share when the payer row carries figures (option `cost`)."""
-    if facts.coverage is None:
-        return
     for order, family in in_scope_orders(facts, data):
-        policy = payer_policy(facts, data, family)
+        policy = payer_policy(facts, data, order, family)
         text = cost_text(policy) if policy else None
         if policy is None or policy.cost is None or text is None:
             continue
@@ -169,7 +199,7 @@ def cost_estimate(facts: Facts, data: RuleData) -> Iterator[Finding]:
             order_refs=(order.ref,),
             details={
                 "order": order_label(order),
-                "payer": payer_label(facts, data),
+                "payer": payer_label(facts, data, order),
                 "estimate": text,
                 "basis": policy.cost.basis,
             },
@@ -246,25 +276,33 @@ def assess_coverage(
     data: RuleData,
     is_warning: Callable[[str], bool],
 ) -> list[CoverageAssessment]:
-    """One assessment per in-scope focus order; none without a Coverage to reference.
+    """One assessment per in-scope focus order that has a Coverage (for its date) to reference.
 
     `findings` are all findings before configuration filtering: switching a card type off must
     not change what the payer is told. `is_warning(topic)` says whether a topic's card is a
-    warning (a warning-level ffrct-* finding = an FFR-CT coverage criterion is missing).
+    warning: an FFR-CT topic missing from the tables above counts as a missing criterion when
+    it is a warning.
     """
-    if facts.coverage is None:
-        return []
     by_order: dict[str, list[Finding]] = {}
     for finding in findings:
         for ref in finding.order_refs:
             by_order.setdefault(ref, []).append(finding)
     assessments = []
     for order, family in in_scope_orders(facts, data):
-        topics = {f.topic for f in by_order.get(order.ref, [])}
-        if family == "cac":
-            draft = _assess_cac(facts, data, topics, facts.coverage.payer_kind)
+        coverage = facts.coverage_for(order)
+        if coverage is None:
+            continue
+        mine = by_order.get(order.ref, [])
+        if coverage.payer_kind == "undetermined":
+            draft = _Draft("conditional")
+            draft.need_info(
+                "Several coverages are in force and none is marked primary: confirm which plan "
+                "is primary before scheduling"
+            )
+        elif family == "cac":
+            draft = _assess_cac(facts, data, order, mine)
         else:
-            draft = _assess_ffrct(facts, data, topics, is_warning)
+            draft = _assess_ffrct(facts, data, order, mine, is_warning)
         unread = sorted({g.key for g in facts.gaps} - NOT_CLINICAL_GAPS)
         if draft.covered == "covered" and unread:
             # Checks were skipped for want of data: "covered" would be a guess.
@@ -274,14 +312,14 @@ def assess_coverage(
                 "coverage criterion was checked"
             )
         if draft.covered != "not-covered":  # CRD q2: no pa-needed on a not-covered answer
-            _add_prior_auth(draft, payer_policy(facts, data, family), facts.patient_state)
+            _add_prior_auth(draft, payer_policy(facts, data, order, family), facts.patient_state)
         doc_needed = tuple(draft.doc_needed or ())
         if facts.hook == "order-select":
             doc_needed = ()  # CRD hook-19: never ask for documentation on order-select
         assessments.append(
             CoverageAssessment(
                 order_ref=order.ref,
-                coverage_ref=facts.coverage.ref,
+                coverage_ref=coverage.ref,
                 covered=draft.covered,
                 pa_needed=draft.pa_needed,
                 doc_needed=doc_needed,
@@ -294,8 +332,21 @@ def assess_coverage(
     return assessments
 
 
-def _assess_cac(facts: Facts, data: RuleData, topics: set[str], kind: str) -> _Draft:
-    policy = payer_policy(facts, data, "cac")
+def _assess_cac(facts: Facts, data: RuleData, order: Order, found: list[Finding]) -> _Draft:
+    topics = {f.topic for f in found}
+    policy = payer_policy(facts, data, order, "cac")
+    kind = payer_kind(facts, order)
+    bundled = [
+        f for f in found if f.topic == "cac-bundling-conflict" and f.order_refs[0] == order.ref
+    ]
+    if bundled:
+        # AMA/NCCI: never paid with a same-day 75572-75574, whoever the payer is (CO-97).
+        draft = _Draft("not-covered")
+        draft.add_reason(
+            f"Calcium scoring is bundled into CPT {bundled[0].details['conflict_code']} on the "
+            "same date of service (CO-97): remove this order"
+        )
+        return draft
     if kind == "original-medicare":
         draft = _Draft("not-covered")
         draft.add_reason(
@@ -324,8 +375,12 @@ def _assess_cac(facts: Facts, data: RuleData, topics: set[str], kind: str) -> _D
     if policy is None:
         draft = _Draft("conditional")
         draft.need_info("No calcium-score policy is on file for this payer: verify benefits")
-        return draft
-    draft = _Draft(policy.position)
+    else:
+        draft = _Draft(policy.position)
+        if draft.covered == "conditional" and "cac-risk-factor-missing" not in topics:
+            draft.need_info(
+                policy.note or "Coverage depends on the payer's medical policy criteria"
+            )
     if "cac-risk-factor-missing" in topics:
         draft.covered = "conditional"
         draft.doc_needed = ["clinical"]
@@ -333,28 +388,61 @@ def _assess_cac(facts: Facts, data: RuleData, topics: set[str], kind: str) -> _D
             "Document the risk-factor diagnosis that supports medical necessity "
             "(e.g. E78.5, Z82.49, diabetes, hypertension)"
         )
-    elif draft.covered == "conditional":
-        draft.need_info(policy.note or "Coverage depends on the payer's medical policy criteria")
     return draft
 
 
 def _assess_ffrct(
-    facts: Facts, data: RuleData, topics: set[str], is_warning: Callable[[str], bool]
+    facts: Facts,
+    data: RuleData,
+    order: Order,
+    found: list[Finding],
+    is_warning: Callable[[str], bool],
 ) -> _Draft:
-    policy = payer_policy(facts, data, "ffrct")
-    missing = sorted(t for t in topics if t.startswith("ffrct-") and is_warning(t))
-    if missing:
-        draft = _Draft("conditional", doc_needed=["clinical"])
-        titles = "; ".join(data.rules[t].title for t in missing)
-        draft.need_info(f"FFR-CT coverage criteria not met or not documented: {titles}")
+    """FFR-CT findings mapped by meaning (FFRCT_* tables above), worst first."""
+    topics = {f.topic for f in found if f.topic.startswith("ffrct-")}
+    if FFRCT_DUPLICATE in topics:
+        draft = _Draft("not-covered")
+        draft.add_reason(
+            "FFR-CT is paid once per CCTA: an FFR-CT for this CCTA is already on file or ordered"
+        )
         return draft
+    lcd = payer_kind(facts, order) in MEDICARE_LCD_KINDS
+    limits = [text for topic, text in FFRCT_LIMITATIONS.items() if topic in topics]
+    if limits and lcd:
+        draft = _Draft("not-covered")
+        for text in limits:
+            draft.add_reason(f"Not covered under the Medicare FFR-CT LCD: {text}")
+        return draft
+    undocumented = [text for topic, text in FFRCT_UNDOCUMENTED.items() if topic in topics]
+    undocumented += [
+        data.rules[t].title
+        for t in sorted(topics)
+        if t not in FFRCT_UNDOCUMENTED
+        and t not in FFRCT_LIMITATIONS
+        and t not in FFRCT_NOT_COVERAGE
+        and t != FFRCT_DUPLICATE
+        and is_warning(t)
+    ]
+    policy = payer_policy(facts, data, order, "ffrct")
     if policy is None:
         draft = _Draft("conditional")
         draft.need_info("No FFR-CT policy is on file for this payer: verify benefits")
-        return draft
-    draft = _Draft(policy.position)
-    if draft.covered == "conditional":
-        draft.need_info(policy.note or "Coverage depends on the payer's medical policy criteria")
+    else:
+        draft = _Draft(policy.position)
+        if draft.covered == "conditional":
+            draft.need_info(
+                policy.note or "Coverage depends on the payer's medical policy criteria"
+            )
+    for text in limits:
+        # Not a Medicare LCD payer: its own policy decides; say what the record shows.
+        draft.covered = "conditional"
+        draft.need_info(f"Check the payer's FFR-CT policy: {text}")
+    if undocumented:
+        draft.covered = "conditional"
+        draft.doc_needed = ["clinical"]
+        draft.need_info(f"FFR-CT coverage criterion not documented: {'; '.join(undocumented)}")
+    if "ffrct-legacy-code" in topics:
+        draft.add_reason("Bill CPT 75580: the order uses a Category III code deleted on 2024-01-01")
     return draft
 
 

@@ -389,3 +389,105 @@ payers:
     assert facts_for(data, cov, pat=patient("NJ")).primary.payer_profile == "garden-state-health"
     assert facts_for(data, cov, pat=patient("NY")).primary.payer_profile == "commercial-other"
     assert facts_for(data, cov, pat=patient(None)).primary.payer_profile == "commercial-other"
+
+
+def test_cms_agency_name_does_not_make_a_medicaid_plan_original_medicare(
+    rule_data: RuleData,
+) -> None:
+    """H4: the agency runs Medicare and oversees Medicaid; the plan name decides."""
+    cms = {"display": "Centers for Medicare & Medicaid Services"}
+    plan = [{"type": {"coding": [{"code": "plan"}]}, "value": "KS-MCD", "name": "KanCare Medicaid"}]
+    result = facts_for(rule_data, [coverage("c1", payor=cms, **{"class": plan})])
+    assert (result.primary.payer_kind, result.primary.payer_profile) == ("medicaid", "medicaid")
+    assert facts_for(rule_data, [coverage("c1", payor=cms)]).primary.payer_kind == (
+        "original-medicare"  # the agency alone pays Original Medicare claims
+    )
+    assert facts_for(rule_data, [coverage("c1", payor={"display": "CMS"})]).primary.payer_kind == (
+        "original-medicare"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sopt", "plan_name", "kind"),
+    [
+        ("6", "Medicare Advantage PPO", "medicare-advantage"),  # L2
+        (None, "Medicare Advantage PPO", "medicare-advantage"),
+        ("5", "Sunflower Medicaid", "medicaid"),
+        ("6", "Blue Choice PPO", "commercial"),
+        ("121", "Medicare Advantage PPO", "original-medicare"),  # an exact program code wins
+    ],
+)
+def test_a_commercial_carriers_program_plan_is_that_program(
+    rule_data: RuleData, sopt: str | None, plan_name: str, kind: str
+) -> None:
+    plan = [{"type": {"coding": [{"code": "plan"}]}, "value": "X", "name": plan_name}]
+    bcbs = {"display": "Blue Cross Blue Shield of Kansas"}
+    result = facts_for(rule_data, [coverage("c1", sopt=sopt, payor=bcbs, **{"class": plan})])
+    assert result.primary.payer_kind == kind
+
+
+def test_a_part_d_plan_is_never_primary(rule_data: RuleData) -> None:
+    """L3: research/clinical-rules.md §6.3: a drug-only benefit is ignored for this decision."""
+    result = facts_for(
+        rule_data,
+        [
+            coverage("partd", sopt="122", order=1, payor={"display": "SilverScript"}),
+            coverage("medical", sopt="5", order=2, payor={"display": "Acme Health Plan"}),
+        ],
+    )
+    assert result.primary.ref == "Coverage/medical"
+    assert result.gaps == ()
+    only_drugs = facts_for(rule_data, [coverage("partd", sopt="122", order=1)])
+    assert only_drugs.primary is None
+
+
+@pytest.mark.parametrize("orders", [(None, None), (1, 1)])
+def test_two_coverages_with_the_same_rank_leave_the_primary_undetermined(
+    rule_data: RuleData, orders: tuple[int | None, int | None]
+) -> None:
+    """M4: the bundle's order must not decide the ABN."""
+    first, second = orders
+    for listed in (
+        [coverage("m", sopt="121", order=first), coverage("b", sopt="6", order=second)],
+        [coverage("b", sopt="6", order=second), coverage("m", sopt="121", order=first)],
+    ):
+        result = facts_for(rule_data, listed)
+        assert result.primary.payer_kind == "undetermined"
+        assert result.primary.payer_profile is None
+        assert [g.key for g in result.gaps] == ["coverage-primary"]
+    same_payer = facts_for(rule_data, [coverage("a", sopt="121"), coverage("b", sopt="121")])
+    assert same_payer.primary.payer_kind == "original-medicare"  # no real ambiguity
+
+
+def test_primary_coverage_per_order_date_of_service(rule_data: RuleData) -> None:
+    """H7: a plan ending Dec 31 and Medicare starting Jan 1, orders on both sides."""
+    jan = date(2027, 1, 15)
+    ffr = Order(
+        ref="ServiceRequest/ffr",
+        codes=frozenset({Code("cpt", "75580")}),
+        reason_codes=frozenset(),
+        status="draft",
+        origin="draft",
+        service_date=DOS,
+    )
+    cac_jan = Order(
+        ref="ServiceRequest/cac",
+        codes=frozenset({Code("cpt", "75571")}),
+        reason_codes=frozenset(),
+        status="draft",
+        origin="draft",
+        service_date=jan,
+    )
+    result = facts_for(
+        rule_data,
+        [
+            coverage("acme", sopt="5", order=1, period={"end": "2026-12-31"}),
+            coverage("mcr", sopt="121", order=1, period={"start": "2027-01-01"}),
+        ],
+        orders=(ffr, cac_jan),
+    )
+    assert result.primary.ref == "Coverage/acme"  # the first focus order's date
+    assert [(day, c.ref if c else None) for day, c in result.by_date] == [
+        (DOS, "Coverage/acme"),
+        (jan, "Coverage/mcr"),
+    ]

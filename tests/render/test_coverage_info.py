@@ -304,3 +304,94 @@ def test_covered_is_not_asserted_when_checks_were_skipped(data: RuleData) -> Non
     assert got.pa_needed == "no-auth"
     assert got.info_needed == ("OTH",)
     assert "conditions" in got.reasons[0]
+
+
+# -- FFR-CT findings mapped by meaning (review M1, M2; rules.md §5; docs/design.md) --------------
+
+
+def ffr_assessment(
+    data: RuleData, kind: PayerKind, profile: str | None, *topics: str
+) -> CoverageAssessment:
+    f = facts(kind, profile, order("SR/ffr", FFRCT))
+    found = tuple(Finding(topic=t, order_refs=("SR/ffr",)) for t in topics)
+    return assess(f, data, found)["SR/ffr"]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "ffrct-symptoms-missing",
+        "ffrct-ccta-missing",
+        "ffrct-screening-use",
+        "ffrct-stenosis-undocumented",  # M2: info card, but the LCD criterion is unchecked
+    ],
+)
+def test_ffrct_missing_documentation_asks_for_it(data: RuleData, topic: str) -> None:
+    got = ffr_assessment(data, "original-medicare", "original-medicare", topic)
+    assert (got.covered, got.doc_needed, got.info_needed) == (
+        "conditional",
+        ("clinical",),
+        ("OTH",),
+    )
+    assert "not documented" in got.reasons[0]
+
+
+def test_ffrct_duplicate_is_not_covered_and_documentation_cannot_fix_it(data: RuleData) -> None:
+    got = ffr_assessment(
+        data, "original-medicare", "original-medicare", "ffrct-duplicate", "ffrct-symptoms-missing"
+    )
+    assert (got.covered, got.doc_needed, got.pa_needed) == ("not-covered", (), None)
+    assert got.reasons == (
+        "FFR-CT is paid once per CCTA: an FFR-CT for this CCTA is already on file or ordered",
+    )
+
+
+@pytest.mark.parametrize("topic", ["ffrct-excluded-history", "ffrct-stenosis-out-of-range"])
+def test_ffrct_lcd_limitation_is_not_covered_for_medicare(data: RuleData, topic: str) -> None:
+    for kind in ("original-medicare", "medicare-advantage"):
+        got = ffr_assessment(data, kind, kind, topic)  # type: ignore[arg-type]
+        assert (got.covered, got.doc_needed) == ("not-covered", ())
+        assert "LCD" in got.reasons[0]
+
+
+@pytest.mark.parametrize("topic", ["ffrct-excluded-history", "ffrct-stenosis-out-of-range"])
+def test_ffrct_lcd_limitation_is_conditional_for_other_payers(data: RuleData, topic: str) -> None:
+    got = ffr_assessment(data, "commercial", "bcbs-kansas", topic)
+    assert (got.covered, got.doc_needed, got.info_needed) == ("conditional", (), ("OTH",))
+    assert any("Check the payer's FFR-CT policy" in r for r in got.reasons)
+
+
+def test_ffrct_legacy_code_is_a_coding_fix_not_a_documentation_gap(data: RuleData) -> None:
+    got = ffr_assessment(data, "original-medicare", "original-medicare", "ffrct-legacy-code")
+    assert (got.covered, got.pa_needed, got.doc_needed) == ("covered", "no-auth", ())
+    assert got.billing_codes == (FFRCT,)
+    assert "Bill CPT 75580" in got.reasons[0]
+
+
+# -- calcium score: the answer follows the other findings (review M6) ---------------------------
+
+
+def test_cac_bundled_with_a_same_day_ccta_is_not_covered(data: RuleData) -> None:
+    f = facts(
+        "commercial",
+        "bcbs-kansas",
+        order("SR/cac", CAC, reasons=(Code("icd10cm", "E785"),)),
+        order("SR/ccta", CCTA),
+    )
+    got = assess(f, data)["SR/cac"]
+    assert (got.covered, got.pa_needed) == ("not-covered", None)
+    assert "bundled into CPT 75574" in got.reasons[0]
+
+
+def test_cac_without_payer_policy_still_asks_for_the_risk_factor(data: RuleData) -> None:
+    got = assess(facts("commercial", "commercial-other", order("SR/cac", CAC)), data)["SR/cac"]
+    assert (got.covered, got.doc_needed) == ("conditional", ("clinical",))
+    assert any("risk-factor diagnosis" in r for r in got.reasons)
+
+
+def test_undetermined_primary_is_conditional_with_a_reason(data: RuleData) -> None:
+    """M4: two coverages with no order: neither the ABN nor 'covered' is asserted."""
+    for code in (CAC, FFRCT):
+        got = assess(facts("undetermined", None, order("SR/x", code)), data)["SR/x"]
+        assert (got.covered, got.info_needed) == ("conditional", ("OTH",))
+        assert "confirm which plan is primary" in got.reasons[0]

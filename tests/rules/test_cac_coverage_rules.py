@@ -20,6 +20,7 @@ FFRCT = Code("cpt", "75580")
 E785 = Code("icd10cm", "E785")
 R079 = Code("icd10cm", "R079")
 Z136 = Code("icd10cm", "Z136")
+ASYMPTOMATIC = Code("snomed", "84387000")
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +148,15 @@ def test_risk_factor_only_for_commercial(data: RuleData) -> None:
     ("reasons", "gaps", "fires"),
     [
         ((Z136,), (), True),
-        ((), (), True),  # no symptom documented anywhere
+        # No reason and no symptom is not "documentation indicates screening" (the seed's
+        # words); this case used to fire (review M5).
+        ((), (), False),
+        ((E785,), (), False),  # a risk factor alone is a diagnostic indication, not screening
+        ((ASYMPTOMATIC,), (), True),  # the patient documented asymptomatic
+        ((Z136, E785), (), True),  # the seed's screening pairing is still screening
         ((R079,), (), False),
         ((Z136, R079), (), False),
-        ((), (DataGap("conditions", "x"),), False),  # unknown, not assumed
+        ((ASYMPTOMATIC,), (DataGap("conditions", "x"),), False),  # a symptom may be there
         ((Z136,), (DataGap("conditions", "x"),), True),  # stated screening
     ],
 )
@@ -159,6 +165,32 @@ def test_screening_not_covered_horizon(
 ) -> None:
     f = facts("commercial", "horizon-bcbs-nj", order(reasons=reasons), gaps=gaps)
     assert bool(list(cac.screening_not_covered(f, data))) is fires
+
+
+def test_asymptomatic_on_the_problem_list_counts_as_documented(data: RuleData) -> None:
+    documented = Diagnosis("Condition/a", frozenset({ASYMPTOMATIC}), None)
+    f = facts("commercial", "horizon-bcbs-nj", order(), diagnoses=(documented,))
+    assert [x.details["why"] for x in cac.screening_not_covered(f, data)] == [
+        "the patient is documented as asymptomatic"
+    ]
+
+
+def test_unresolved_reason_reference_is_not_read_as_asymptomatic(data: RuleData) -> None:
+    """H6: the reference may be the chest pain; skip (the facts carry the gap), never deny."""
+    unresolved = replace(order(reasons=(Z136,)), reasons_unresolved=True)
+    horizon = facts("commercial", "horizon-bcbs-nj", unresolved)
+    assert list(cac.screening_not_covered(horizon, data)) == []
+    acme = facts("commercial", "commercial-other", replace(order(), reasons_unresolved=True))
+    assert list(cac.risk_factor_missing(acme, data)) == []
+
+
+def test_a_reason_given_only_as_text_is_not_read_as_absent(data: RuleData) -> None:
+    """L1 on the calcium-score side: "Chest pain on exertion" as text may be the symptom."""
+    text_only = replace(order(reasons=(Z136,)), reasons_uncoded=True)
+    horizon = facts("commercial", "horizon-bcbs-nj", text_only)
+    assert list(cac.screening_not_covered(horizon, data)) == []
+    acme = facts("commercial", "commercial-other", replace(order(), reasons_uncoded=True))
+    assert list(cac.risk_factor_missing(acme, data)) == []
 
 
 def test_screening_policy_only_for_payers_that_deny_it(data: RuleData) -> None:
@@ -210,3 +242,54 @@ def test_cost_estimate(data: RuleData) -> None:
         "expected payment $997.22; minimum patient co-payment $199.45"
     )
     assert list(coverage.cost_estimate(facts("commercial", "bcbs-kansas"), data)) == []
+
+
+def test_each_order_is_judged_on_the_coverage_for_its_own_date(data: RuleData) -> None:
+    """H7: commercial plan ends Dec 31, Original Medicare starts Jan 1; one signing, two dates."""
+    jan = date(2027, 1, 15)
+    ffr = order("ServiceRequest/ffr", FFRCT)
+    cac_jan = replace(order("ServiceRequest/cac", CAC, reasons=(E785,)), service_date=jan)
+    medicare = replace(payer("original-medicare", "original-medicare"), ref="Coverage/m")
+    commercial = payer("commercial", "commercial-other")
+    f = facts(
+        "commercial",
+        "commercial-other",
+        ffr,
+        cac_jan,
+        coverage_by_date=((DOS, commercial), (jan, medicare)),
+    )
+    assert [x.order_refs for x in cac.abn_required(f, data)] == [("ServiceRequest/cac",)]
+    assessed = {
+        a.order_ref: a
+        for a in coverage.assess_coverage(f, list(evaluate(f, data)), data, lambda _: True)
+    }
+    assert assessed["ServiceRequest/cac"].coverage_ref == "Coverage/m"
+    assert assessed["ServiceRequest/cac"].covered == "not-covered"
+    assert assessed["ServiceRequest/ffr"].coverage_ref == "Coverage/c1"
+    uninsured_in_jan = replace(f, coverage_by_date=((DOS, commercial), (jan, None)))
+    assert [x.order_refs for x in coverage.coverage_missing(uninsured_in_jan, data)] == [
+        ("ServiceRequest/cac",)
+    ]
+    assert "ServiceRequest/cac" not in {
+        a.order_ref for a in coverage.assess_coverage(uninsured_in_jan, [], data, lambda _: True)
+    }
+
+
+@pytest.mark.parametrize(
+    ("reasons", "modifier", "not_said"),
+    [
+        ((Z136,), "**GY**, plus **GX**", "**GA**"),  # screening: statutory exclusion
+        ((E785,), "**GY**, plus **GX**", "**GA**"),  # risk factor only: still screening
+        ((R079,), "**GA**", "**GY**"),  # symptomatic: not reasonable and necessary
+    ],
+)
+def test_abn_card_gives_one_modifier_answer(
+    data: RuleData, reasons: tuple[Code, ...], modifier: str, not_said: str
+) -> None:
+    """L4: research/clinical-rules.md §4.1; the ABN is suggested either way (the default)."""
+    (found,) = cac.abn_required(
+        facts("original-medicare", "original-medicare", order(reasons=reasons)), data
+    )
+    assert modifier in found.details["modifiers"]
+    assert not_said not in found.details["modifiers"]
+    assert found.actions[0].kind == "create-abn-task"
