@@ -36,7 +36,7 @@ from fhir.resources.R4B.reference import Reference
 from service.facts.dates import to_date
 from service.facts.model import CoverageFacts, DataGap, Order, PayerKind
 from service.fhir.gather import GatheredData
-from service.rules.catalogue import PayerRow, RuleData
+from service.rules.catalogue import CODE_FAMILY_LISTS, PayerRow, RuleData
 
 MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 _MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)
@@ -397,7 +397,18 @@ def coverage_facts(
             rule_data=rule_data,
         )
     primary, others = found[service_date]
-    row = rule_data.payer(primary.payer_profile) if primary and primary.payer_profile else None
+    # The FFR-CT stenosis range is the payer's on the (first) FFR-CT order's own date.
+    ffrct_codes = [rule_data.codes(name) for name in CODE_FAMILY_LISTS["ffrct"]]
+    ffrct_day = next(
+        (o.service_date for o in focus if any(c.any_in(o.codes) for c in ffrct_codes)),
+        service_date,
+    )
+    ffrct_payer = found[ffrct_day][0]
+    row = (
+        rule_data.payer(ffrct_payer.payer_profile)
+        if ffrct_payer and ffrct_payer.payer_profile
+        else None
+    )
     ffrct = row.policy("ffrct") if row else None
     return InsuranceFacts(
         primary=primary,

@@ -406,12 +406,15 @@ def _assess_ffrct(
             "FFR-CT is paid once per CCTA: an FFR-CT for this CCTA is already on file or ordered"
         )
         return draft
-    lcd = payer_kind(facts, order) in MEDICARE_LCD_KINDS
+    kind = payer_kind(facts, order)
     limits = [text for topic, text in FFRCT_LIMITATIONS.items() if topic in topics]
-    if limits and lcd:
+    if limits and kind in MEDICARE_LCD_KINDS:
         draft = _Draft("not-covered")
         for text in limits:
             draft.add_reason(f"Not covered under the Medicare FFR-CT LCD: {text}")
+        if kind == "original-medicare":
+            # An LCD denial is "not reasonable and necessary": only a signed ABN shifts liability.
+            draft.add_reason("To bill the patient, obtain a signed ABN (CMS-R-131) first")
         return draft
     undocumented = [text for topic, text in FFRCT_UNDOCUMENTED.items() if topic in topics]
     undocumented += [

@@ -491,3 +491,26 @@ def test_primary_coverage_per_order_date_of_service(rule_data: RuleData) -> None
         (DOS, "Coverage/acme"),
         (jan, "Coverage/mcr"),
     ]
+
+
+def test_ffrct_stenosis_range_is_the_payer_on_the_ffrct_orders_date(rule_data: RuleData) -> None:
+    """H7 follow-up: a calcium score first (commercial, Dec) and an FFR-CT in Jan (Medicare)."""
+    jan = date(2027, 1, 15)
+    ffr_jan = Order(
+        ref="ServiceRequest/ffr",
+        codes=frozenset({Code("cpt", "75580")}),
+        reason_codes=frozenset(),
+        status="draft",
+        origin="draft",
+        service_date=jan,
+    )
+    result = facts_for(
+        rule_data,
+        [
+            coverage("acme", sopt="5", order=1, period={"end": "2026-12-31"}),
+            coverage("mcr", sopt="121", order=1, period={"start": "2027-01-01"}),
+        ],
+        orders=(cac_order(), ffr_jan),
+    )
+    assert result.primary.ref == "Coverage/acme"
+    assert result.ffrct_stenosis_range == (40, 90)  # the Medicare LCD range

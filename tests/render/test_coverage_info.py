@@ -352,6 +352,8 @@ def test_ffrct_lcd_limitation_is_not_covered_for_medicare(data: RuleData, topic:
         got = ffr_assessment(data, kind, kind, topic)  # type: ignore[arg-type]
         assert (got.covered, got.doc_needed) == ("not-covered", ())
         assert "LCD" in got.reasons[0]
+        # ABNs are for Original Medicare only (never Medicare Advantage).
+        assert any("ABN" in r for r in got.reasons) is (kind == "original-medicare")
 
 
 @pytest.mark.parametrize("topic", ["ffrct-excluded-history", "ffrct-stenosis-out-of-range"])
