@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from service.security.jwks_cache import (
     build_key_set_cache,
 )
 from service.security.replay import InMemoryReplayCache
+from tests.security.conftest import REDIS_URL
 from tests.security.support import (
     DISCOVERY_URL,
     ISSUER,
@@ -40,28 +40,9 @@ from tests.security.support import (
     write_jwks,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 JWKS_PATH = "/.well-known/jwks.json"
 SOURCE = KeySource("url", JWKS_URL)
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    return f"cardiac-ct-cds-test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.ping()  # Redis down: this errors, and the test fails
-    try:
-        yield client
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def _keys(client: aioredis.Redis, pattern: str) -> list[bytes]:

@@ -6,8 +6,6 @@ Redis being down is a failure here, not a skip: replicas depend on it for replay
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from service.security.replay import (
 )
 from tests.api.test_invoke_smoke import REQUEST
 from tests.conftest import SERVICE_BASE
+from tests.security.conftest import REDIS_URL
 from tests.security.support import (
     EMPTY_401,
     ISSUER,
@@ -30,7 +29,6 @@ from tests.security.support import (
     one_trusted_client,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SERVICE_URL = f"{SERVICE_BASE}{SERVICE_PATH}"
 
 
@@ -72,24 +70,6 @@ async def test_in_memory_full_cache_fails_closed() -> None:
     assert await cache.first_use(ISSUER, "a", clock.now + 60) is False  # still remembered
     clock.now += 61
     assert await cache.first_use(ISSUER, "c", clock.now + 60)  # room again after expiry
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    return f"cardiac-ct-cds-test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.ping()  # Redis down: this errors, and the test fails
-    try:
-        yield client
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_redis_first_use_then_replay_with_ttl(
