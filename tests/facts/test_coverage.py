@@ -63,15 +63,19 @@ def patient(state: str | None = None, **address: Any) -> dict[str, Any]:
     return res
 
 
-def cac_order() -> Order:
+def draft_order(order_id: str, cpt: str, day: date = DOS) -> Order:
     return Order(
-        ref="ServiceRequest/cac-1",
-        codes=frozenset({Code("cpt", "75571")}),
+        ref=f"ServiceRequest/{order_id}",
+        codes=frozenset({Code("cpt", cpt)}),
         reason_codes=frozenset(),
         status="draft",
         origin="draft",
-        service_date=DOS,
+        service_date=day,
     )
+
+
+def cac_order() -> Order:
+    return draft_order("cac-1", "75571")
 
 
 def facts_for(
@@ -462,22 +466,8 @@ def test_two_coverages_with_the_same_rank_leave_the_primary_undetermined(
 def test_primary_coverage_per_order_date_of_service(rule_data: RuleData) -> None:
     """H7: a plan ending Dec 31 and Medicare starting Jan 1, orders on both sides."""
     jan = date(2027, 1, 15)
-    ffr = Order(
-        ref="ServiceRequest/ffr",
-        codes=frozenset({Code("cpt", "75580")}),
-        reason_codes=frozenset(),
-        status="draft",
-        origin="draft",
-        service_date=DOS,
-    )
-    cac_jan = Order(
-        ref="ServiceRequest/cac",
-        codes=frozenset({Code("cpt", "75571")}),
-        reason_codes=frozenset(),
-        status="draft",
-        origin="draft",
-        service_date=jan,
-    )
+    ffr = draft_order("ffr", "75580", DOS)
+    cac_jan = draft_order("cac", "75571", jan)
     result = facts_for(
         rule_data,
         [
@@ -496,14 +486,7 @@ def test_primary_coverage_per_order_date_of_service(rule_data: RuleData) -> None
 def test_ffrct_stenosis_range_is_the_payer_on_the_ffrct_orders_date(rule_data: RuleData) -> None:
     """H7 follow-up: a calcium score first (commercial, Dec) and an FFR-CT in Jan (Medicare)."""
     jan = date(2027, 1, 15)
-    ffr_jan = Order(
-        ref="ServiceRequest/ffr",
-        codes=frozenset({Code("cpt", "75580")}),
-        reason_codes=frozenset(),
-        status="draft",
-        origin="draft",
-        service_date=jan,
-    )
+    ffr_jan = draft_order("ffr", "75580", jan)
     result = facts_for(
         rule_data,
         [
