@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 import httpx
@@ -33,7 +33,6 @@ class Runtime:
     http: httpx.AsyncClient
     today: Callable[[], date] = date.today
     new_uuid: IdFactory = new_id
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def answer(
         self, service: ServiceDefinition, request: HookRequest, caller: Caller
