@@ -206,5 +206,31 @@ def report(
         print_table(result, Console())
 
 
+@app.command()
+def audit(
+    hook_instance: Annotated[str, typer.Argument(help="The hookInstance of the call")],
+    config: ConfigOption = None,
+) -> None:
+    """Print the audit record(s) of a hook call as JSON: cards, data sources, feedback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.storage.store import Storage
+
+    settings = _settings(config)
+    _configure_logging("WARNING")
+    storage = Storage(settings.storage.url)
+    try:
+        calls = storage.find_calls(hook_instance)
+    except SQLAlchemyError as exc:
+        typer.echo(f"database unavailable: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        storage.dispose()
+    if not calls:
+        typer.echo(f"no hook call with hookInstance {hook_instance!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(calls, indent=2))
+
+
 if __name__ == "__main__":
     app()

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Insert, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from service.storage.database import make_engine, migrate
 from service.storage.models import CardFeedback, HookCall, IssuedCardRow
@@ -157,6 +157,65 @@ class Storage:
                 delete(CardFeedback).where(CardFeedback.received_at < older_than)
             )
         return PurgeResult(_count(calls), _count(feedback))
+
+    def find_calls(self, hook_instance: str) -> list[dict[str, Any]]:
+        """The audit records of the calls with this hookInstance, oldest first, each with its
+        cards and the feedback on them: what a compliance lead needs to answer a dispute."""
+        self.ensure_schema()
+        with self._sessions() as session:
+            calls = session.scalars(
+                select(HookCall)
+                .where(HookCall.hook_instance == hook_instance)
+                .order_by(HookCall.received_at)
+                .options(selectinload(HookCall.cards))
+            ).all()
+            uuids = [card.card_uuid for call in calls for card in call.cards]
+            feedback = session.scalars(
+                select(CardFeedback)
+                .where(CardFeedback.card_uuid.in_(uuids))
+                .order_by(CardFeedback.outcome_at)
+            ).all()
+        by_card: dict[str, list[dict[str, Any]]] = {}
+        for item in feedback:
+            by_card.setdefault(item.card_uuid, []).append(
+                {
+                    "outcome": item.outcome,
+                    "outcomeTimestamp": item.outcome_timestamp,
+                    "acceptedSuggestions": list(item.accepted_suggestions),
+                    "overrideReason": item.override_code,
+                    "overrideDisplay": item.override_display,
+                    "comment": item.override_comment,
+                    "clientIss": item.client_iss,
+                }
+            )
+        return [
+            {
+                "id": call.id,
+                "receivedAt": call.received_at.isoformat(),
+                "serviceId": call.service_id,
+                "hook": call.hook,
+                "hookInstance": call.hook_instance,
+                "status": call.status,
+                "latencyMs": call.latency_ms,
+                "clientIss": call.client_iss,
+                "patientId": call.patient_id,
+                "orderIds": list(call.order_ids),
+                "dataSources": dict(call.data_sources),
+                "payerProfile": call.payer_profile,
+                "coverageAssertionIds": list(call.coverage_assertion_ids),
+                "cards": [
+                    {
+                        "uuid": card.card_uuid,
+                        "topic": card.topic,
+                        "indicator": card.indicator,
+                        "orderRefs": list(card.order_refs),
+                        "feedback": by_card.get(card.card_uuid, []),
+                    }
+                    for card in call.cards
+                ],
+            }
+            for call in calls
+        ]
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -134,3 +134,63 @@ async def test_payer_profile_and_coverage_assertions_are_audited(settings: Setti
     assert call.coverage_assertion_ids
     for assertion_id in call.coverage_assertion_ids:
         assert assertion_id in response.text  # the ids the client got in systemActions
+
+
+async def test_dispute_lookup_by_hook_instance_with_feedback(
+    make_settings: Any, database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """What a compliance lead runs: `cardiac-ct-cds audit <hookInstance>`."""
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+
+    auth, key = one_trusted_client(tmp_path)
+    settings: Settings = make_settings(storage={"url": database_url}, auth=auth)
+    served = ServedApp(settings)
+    async with served as client:
+        response = await client.post(
+            ORDER_SIGN_URL,
+            json=with_instance("audit-dispute-1"),
+            headers=bearer(mint(key, f"http://cds.test{ORDER_SIGN_URL}")),
+        )
+        card = next(c for c in conformant_body(response)["cards"])
+        feedback_url = f"{ORDER_SIGN_URL}/feedback"
+        answer = await client.post(
+            feedback_url,
+            json={
+                "feedback": [
+                    {
+                        "card": card["uuid"],
+                        "outcome": "overridden",
+                        "overrideReason": {
+                            "reason": {
+                                "system": "https://cardiac-ct-cds.org/fhir/CodeSystem/override-reason",
+                                "code": "clinically-indicated",
+                                "display": "Clinically indicated",
+                            },
+                            "userComment": "separate study",
+                        },
+                        "outcomeTimestamp": "2026-11-23T10:00:00Z",
+                    }
+                ]
+            },
+            headers=bearer(mint(key, f"http://cds.test{feedback_url}")),
+        )
+        assert answer.status_code == 200, answer.text
+        await served.drain_audit()
+        [record] = served.persistence.storage.find_calls("audit-dispute-1")
+    assert record["hookInstance"] == "audit-dispute-1"
+    assert record["clientIss"] == ISSUER
+    assert record["status"] == 200
+    found = next(c for c in record["cards"] if c["uuid"] == card["uuid"])
+    assert found["topic"] == card["source"]["topic"]["code"]
+    assert [(f["outcome"], f["overrideReason"], f["comment"]) for f in found["feedback"]] == [
+        ("overridden", "clinically-indicated", "separate study")
+    ]
+
+    monkeypatch.setenv("CARDIAC_CDS_STORAGE__URL", database_url)
+    printed = CliRunner().invoke(cli, ["audit", "audit-dispute-1"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output) == [record]
+    missing = CliRunner().invoke(cli, ["audit", "no-such-instance"])
+    assert missing.exit_code == 1
