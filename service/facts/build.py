@@ -43,7 +43,7 @@ class CodeReader:
     """Normalises codings to (short system, code) using the rule data's alias table."""
 
     def __init__(self, data: RuleData) -> None:
-        self._systems = data.system_for_uri()
+        self._systems = data.system_for_uri
         self._known = frozenset(self._systems.values())
 
     def coding_codes(self, codings: Iterable[Any] | None, *, diagnosis: bool = False) -> set[Code]:

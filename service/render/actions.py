@@ -106,7 +106,7 @@ class ActionBuilder:
             return False
         system = coding.get("system")
         if system:
-            return self.rule_data.system_for_uri().get(system) == target.system
+            return self.rule_data.system_for_uri.get(system) == target.system
         known = Code(target.system, normalise_code(target.system, raw))
         return any(known in codes for codes in self.rule_data.code_lists.values())
 

@@ -8,6 +8,7 @@ typo or a rule without a source stops the service with a message naming the file
 from __future__ import annotations
 
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -226,8 +227,9 @@ class RuleData(_Data):
             raise ValueError(f"rules.yaml has no entry for topic(s): {sorted(missing)}")
         return rules
 
+    @cached_property
     def system_for_uri(self) -> dict[str, str]:
-        """URI -> short name, for normalising codings."""
+        """URI -> short name, for normalising codings (built once: read on every request)."""
         return {uri: short for short, uris in self.systems.items() for uri in uris}
 
     def uri_for(self, short: str) -> str:
