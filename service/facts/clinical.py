@@ -95,6 +95,7 @@ class _Reading:
     cad_rads: str | None = None
     modifiers: frozenset[str] = frozenset()
     percent_range: tuple[float, float] | None = None  # reported as a range: "50-69 %"
+    unread: bool = False  # a result the report refers to was not received
 
 
 @dataclass
@@ -304,6 +305,7 @@ class ClinicalReader:
             stenosis_range=measured or ((float(bounds[0]), float(bounds[1])) if bounds else None),
             stenosis_range_measured=measured is not None,
             aliases=frozenset(a for c in group for a in c.aliases),
+            results_unread=reading.unread,
         )
 
     def _reading(self, report: DiagnosticReport) -> _Reading:
@@ -318,6 +320,8 @@ class ClinicalReader:
             seen.add(key)
             observation = contained.get(key) or self.observations.get(key)
             if not isinstance(observation, Observation):
+                if observation is None and key.startswith(("Observation/", "#")):
+                    readings.append(_Reading(unread=True))  # its value is unknown, not absent
                 continue
             if observation.status in VOID_OBSERVATION_STATUSES:
                 continue
@@ -326,12 +330,21 @@ class ClinicalReader:
         return _combine(readings)
 
     def _cad_rads_of_report(self, report: DiagnosticReport) -> _Reading:
-        for concept in report.conclusionCode or []:
-            category = self._coded_cad_rads(self._concept(concept))
-            if category:
-                return _Reading(cad_rads=category)
+        """CAD-RADS from the conclusion: coded (DICOM CID 3020-3022) and written ("4A/S")."""
+        codes = [c for concept in report.conclusionCode or [] for c in self._concept(concept)]
+        category = self._coded_cad_rads(codes)
+        modifiers = self._coded_modifiers(codes)
         parsed = parse_cad_rads(report.conclusion)
-        return _Reading(cad_rads=parsed[0], modifiers=parsed[1]) if parsed else _Reading()
+        if parsed:
+            category = category or parsed[0]
+            modifiers |= parsed[1]
+        return _Reading(cad_rads=category, modifiers=modifiers)
+
+    def _coded_modifiers(self, codes: Iterable[Code]) -> frozenset[str]:
+        mapping: dict[str, str] = self.rule_data.param(
+            "ffrct-stenosis-out-of-range", "cad_rads_modifier_codes"
+        )
+        return frozenset(mapping[str(c)] for c in codes if str(c) in mapping)
 
     def _coded_cad_rads(self, codes: Iterable[Code]) -> str | None:
         mapping: dict[str, str] = self.rule_data.param(
@@ -371,7 +384,7 @@ class ClinicalReader:
         )
         value_concept = holder.valueCodeableConcept
         category = self._coded_cad_rads(self._concept(value_concept))
-        modifiers: frozenset[str] = frozenset()
+        modifiers = self._coded_modifiers(self._concept(value_concept))
         texts = [holder.valueString]
         if value_concept is not None:
             texts += [value_concept.text] + [c.display for c in value_concept.coding or [] if c]
@@ -509,6 +522,7 @@ def _cad_rads_rank(category: str | None) -> int:
 
 def _combine(readings: Iterable[_Reading]) -> _Reading:
     """The largest percentage, the most severe range and CAD-RADS category, every modifier."""
+    readings = list(readings)
     percents = []
     ranges: list[tuple[float, float]] = []
     category: str | None = None
@@ -522,7 +536,13 @@ def _combine(readings: Iterable[_Reading]) -> _Reading:
             category = reading.cad_rads
         modifiers |= reading.modifiers
     worst_range = max(ranges, key=lambda r: (r[1], r[0]), default=None)
-    return _Reading(max(percents, default=None), category, frozenset(modifiers), worst_range)
+    return _Reading(
+        max(percents, default=None),
+        category,
+        frozenset(modifiers),
+        worst_range,
+        unread=any(r.unread for r in readings),
+    )
 
 
 def _merge(candidates: list[_Candidate]) -> list[list[_Candidate]]:

@@ -58,6 +58,9 @@ class PayerEvidence:
     identifiers: frozenset[tuple[str, str]]
     names: tuple[str, ...]  # payor display, Organization names, plan/group names
     order: int | None
+    payor_names: tuple[str, ...] = ()  # payor display and Organization names only
+    member_id_systems: frozenset[str] = frozenset()  # Coverage.identifier systems
+    plan_ids: tuple[str, ...] = ()  # Coverage.class plan/subplan values
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,24 @@ def evidence_of(
                 (i.system or "", i.value) for i in org.identifier or [] if i is not None and i.value
             }
             names += [n for n in [org.name, *(org.alias or [])] if n]
+    payor_names = tuple(names)
+    plan_ids: list[str] = []
     for cls in coverage.class_fhir or []:
         names += [n for n in (cls.name, cls.value) if n]
+        kinds = {c.code for c in (cls.type.coding or []) if c} if cls.type else set()
+        if cls.value and kinds & {"plan", "subplan"}:
+            plan_ids.append(cls.value.strip())
     return PayerEvidence(
         coverage_ref=f"Coverage/{coverage.id}",
         sopt=_sopt_codes(coverage, rule_data),
         identifiers=frozenset(identifiers),
         names=tuple(names),
         order=coverage.order,
+        payor_names=payor_names,
+        member_id_systems=frozenset(
+            i.system for i in coverage.identifier or [] if i is not None and i.system and i.value
+        ),
+        plan_ids=tuple(plan_ids),
     )
 
 
@@ -145,6 +158,50 @@ def _name_score(row: PayerRow, names: Sequence[str]) -> int:
     return best
 
 
+def _plain(name: str) -> str:
+    """ "Medicare Parts A & B." -> "medicare parts a and b": how exact names are compared."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", name.lower().replace("&", " and ")).split())
+
+
+def _is_exactly(row: PayerRow, names: Sequence[str]) -> bool:
+    """Every payor name is one of the row's exact names (and there is at least one)."""
+    exact = {_plain(n) for n in row.match.exact_names}
+    return bool(names) and bool(exact) and all(_plain(n) in exact for n in names)
+
+
+def _plan_id_match(row: PayerRow, plan_ids: Sequence[str]) -> bool:
+    return any(
+        _compiled(pattern).fullmatch(value)
+        for pattern in row.match.plan_id_patterns
+        for value in plan_ids
+    )
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _the_program_itself(
+    evidence: PayerEvidence, rows: Sequence[PayerRow]
+) -> tuple[PayerRow, str] | None:
+    """A government program recorded as the payor itself: the payor is named only "Medicare"
+    (or "CMS", "Medicare Part B" ...), or the member id is under the program's own identifier
+    system (the Medicare MBI) and no payor name says otherwise. rules.md §4 (revised
+    2026-12-01)."""
+    for row in rows:
+        if _is_exactly(row, evidence.payor_names):
+            return row, f"the payor is {evidence.payor_names[0]!r} itself"
+        system = next(
+            (s for s in row.match.member_id_systems if s in evidence.member_id_systems), None
+        )
+        if system is not None and (
+            not evidence.payor_names or _is_exactly(row, evidence.payor_names)
+        ):
+            return row, f"member id under {system}"
+    return None
+
+
 def _applies(row: PayerRow, state: str | None) -> bool:
     return row.states is None or (state is not None and state in row.states)
 
@@ -174,9 +231,13 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
     named, how = (by_id, "payor identifier") if by_id else (by_name, "payor or plan name")
     sopt_text = ", ".join(sorted(evidence.sopt)) or "none"
     # A commercial carrier's Medicare Advantage or Medicaid plan: the program named on the plan
-    # wins over the carrier's name and over a private-carrier SOPT family (not an exact code).
+    # (or its MA contract number, "H1036-077") wins over the carrier's name and over a
+    # private-carrier SOPT family (not an exact code).
     program = best(
         {r.id: _name_score(r, specific) if r.kind in _PROGRAM_KINDS else 0 for r in rows}
+    ) or next(
+        (r for r in rows if r.kind in _PROGRAM_KINDS and _plan_id_match(r, evidence.plan_ids)),
+        None,
     )
     carrier_only_sopt = by_sopt is None or (
         by_sopt.kind == "commercial" and sopt_scores[by_sopt.id] < 100
@@ -199,8 +260,14 @@ def classify(evidence: PayerEvidence, rule_data: RuleData, state: str | None) ->
         return Classified(
             evidence, by_sopt.kind, by_sopt, f"SOPT {sopt_text}: {by_sopt.name}{conflict}"
         )
-    medicare_hint = any(code.startswith("1") for code in evidence.sopt) or any(
-        _MEDICARE_WORD.search(n) for n in specific
+    itself = _the_program_itself(evidence, rows)
+    if itself is not None and program is None:
+        row, how_known = itself
+        return Classified(evidence, row.kind, row, f"{row.name}: {how_known} (SOPT {sopt_text})")
+    medicare_hint = (
+        any(code.startswith("1") for code in evidence.sopt)
+        or any(_MEDICARE_WORD.search(n) for n in specific)
+        or any(s in evidence.member_id_systems for r in rows for s in r.match.member_id_systems)
     )
     if named is not None and (named.kind in MEDICARE_KINDS or not medicare_hint):
         return Classified(evidence, named.kind, named, f"{how}: {named.name}")

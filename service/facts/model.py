@@ -79,6 +79,8 @@ class CctaResult:
     # Every reference that denotes this CCTA (its report, procedure, imaging study, the 75574
     # order it was based on): an FFR-CT linked to any of them is for this CCTA.
     aliases: frozenset[str] = frozenset()
+    # A result the report refers to was not received: its stenosis or modifier is unknown.
+    results_unread: bool = False
 
 
 @dataclass(frozen=True)

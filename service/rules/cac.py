@@ -55,7 +55,7 @@ def bundling_conflict(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="cac-bundling-conflict",
             order_refs=(order.ref, conflict_ref),
             details={
-                "order": order.display or order.ref,
+                "order": order_label(order, data),
                 "conflict_code": conflict_code or "a contrast cardiac CT",
                 "date": order.service_date.isoformat(),
             },
@@ -69,13 +69,18 @@ def _cac_orders(facts: Facts, data: RuleData) -> list[Order]:
     return [order for order in facts.focus_orders if cac.any_in(order.codes)]
 
 
-def _cac_code(order: Order, data: RuleData) -> str:
-    return _first_code(order, data, "cac") or "75571"
-
-
-def _cac_coding(order: Order, data: RuleData) -> tuple[str, str]:
+def _cac_billed(facts: Facts, data: RuleData, order: Order) -> tuple[Code, str]:
+    """The code the claim carries for this order's payer (S8092 is never billed to Medicare:
+    75571 instead), and a sentence saying so when it differs from the order's code."""
     found = data.codes("cac").matches(sorted(order.codes))
-    return (found[0].system, found[0].code) if found else ("cpt", "75571")
+    ordered = found[0] if found else Code("cpt", "75571")
+    billed, crosswalk = data.billed_as(ordered, payer_kind(facts, order))
+    if crosswalk is None:
+        return billed, ""
+    return billed, (
+        f"The order uses {ordered.system.upper()} {ordered.code}; "
+        f"{crosswalk.note}: the claim carries {billed.system.upper()} {billed.code}."
+    )
 
 
 def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
@@ -89,7 +94,6 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
     voluntary ABN); a diagnostic order (a cardiac symptom documented) is denied as not
     reasonable and necessary, where the ABN is what lets the practice bill the patient (GA).
     """
-    symptoms = data.codes("cardiac_symptoms")
     for order in _cac_orders(facts, data):
         if payer_kind(facts, order) != "original-medicare":
             continue
@@ -97,13 +101,15 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
         if policy is not None and not policy.abn_required:
             continue
         self_pay = cost_text(policy) if policy and policy.cost else None
-        diagnostic = symptoms.any_in(_supporting_codes(facts, order))
+        billed, code_note = _cac_billed(facts, data, order)
+        diagnostic = _symptomatic(_supporting_codes(facts, order), data)
         yield Finding(
             topic="cac-abn-required",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
-                "code": _cac_code(order, data),
+                "order": order_label(order, data),
+                "code": billed.code,
+                "code_note": code_note,
                 "self_pay": self_pay or "the practice's self-pay rate",
                 "modifiers": _DIAGNOSTIC_MODIFIERS if diagnostic else _SCREENING_MODIFIERS,
             },
@@ -111,7 +117,7 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
                 ProposedAction(
                     kind="create-abn-task",
                     order_ref=order.ref,
-                    code=Code(*_cac_coding(order, data)),
+                    code=billed,
                 ),
             ),
         )
@@ -140,8 +146,9 @@ def medicare_advantage(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="cac-medicare-advantage",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
-                "code": _cac_code(order, data),
+                "order": order_label(order, data),
+                "code": _cac_billed(facts, data, order)[0].code,
+                "code_note": _cac_billed(facts, data, order)[1],
                 "payer": payer_label(facts, data, order),
             },
         )
@@ -151,6 +158,11 @@ def _reasons_unreadable(order: Order) -> bool:
     """A reason we could not read (a reference not found, or text with no code) may be the
     symptom or the risk factor: skip rather than guess; the facts carry the gap."""
     return order.reasons_unresolved or order.reasons_uncoded
+
+
+def _symptomatic(codes: list[Code], data: RuleData) -> bool:
+    """A cardiac symptom, stable or not (unstable angina and ACS are symptoms too)."""
+    return any(data.codes(name).any_in(codes) for name in ("cardiac_symptoms", "acute_coronary"))
 
 
 def _supporting_codes(facts: Facts, order: Order) -> list[Code]:
@@ -181,8 +193,8 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="cac-risk-factor-missing",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
-                "code": _cac_code(order, data),
+                "order": order_label(order, data),
+                "code": _cac_billed(facts, data, order)[0].code,
                 "payer": payer_label(facts, data, order),
             },
         )
@@ -199,7 +211,6 @@ def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
     skipped (the facts record a `reasonReference`/`reasonText` gap; the data-incomplete card
     names it).
     """
-    symptoms = data.codes("cardiac_symptoms")
     screening = data.codes("screening_reasons")
     asymptomatic = data.codes("asymptomatic")
     for order in _cac_orders(facts, data):
@@ -207,7 +218,7 @@ def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
         if policy is None or not policy.screening_denied:
             continue
         supporting = _supporting_codes(facts, order)
-        if symptoms.any_in(supporting) or _reasons_unreadable(order):
+        if _symptomatic(supporting, data) or _reasons_unreadable(order):
             continue
         stated = screening.any_in(order.reason_codes)
         if not stated and not asymptomatic.any_in(supporting):
@@ -218,8 +229,8 @@ def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="cac-screening-not-covered",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
-                "code": _cac_code(order, data),
+                "order": order_label(order, data),
+                "code": _cac_billed(facts, data, order)[0].code,
                 "payer": policy_owner(facts, data, order),
                 "why": "the stated reason is screening"
                 if stated

@@ -7,6 +7,7 @@ typo or a rule without a source stops the service with a message naming the file
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.facts.model import Code
 from service.rules.codes import CodeList
 from service.yamlfile import read_mapping
 
@@ -110,6 +112,14 @@ class PayerMatch(_Data):
     sopt: list[str] = Field(default_factory=list)
     identifiers: list[PayorIdentifier] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
+    # The payor IS this payer when every payor name is one of these (case, punctuation and
+    # "&"/"and" ignored): "Medicare" alone is the program itself, "Aetna Medicare" is not.
+    exact_names: list[str] = Field(default_factory=list)
+    # Member-id systems only this payer issues (Coverage.identifier): the Medicare MBI.
+    member_id_systems: list[str] = Field(default_factory=list)
+    # Regular expressions a plan id (Coverage.class plan/subplan value) of this payer matches
+    # in full: Medicare Advantage contract numbers (H1234, H1234-001).
+    plan_id_patterns: list[str] = Field(default_factory=list)
 
     @field_validator("sopt")
     @classmethod
@@ -119,16 +129,35 @@ class PayerMatch(_Data):
                 raise ValueError(f"SOPT code {code!r} is not digits (optionally ending in '*')")
         return codes
 
-    @field_validator("names")
+    @field_validator("names", "exact_names")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
         if any(not n.strip() for n in names):
             raise ValueError("payer names must not be blank")
         return names
 
+    @field_validator("plan_id_patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"plan_id_patterns: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return patterns
+
     @property
     def empty(self) -> bool:
-        return not (self.sopt or self.identifiers or self.names)
+        return not (
+            self.sopt
+            or self.identifiers
+            or self.names
+            or self.exact_names
+            or self.member_id_systems
+            or self.plan_id_patterns
+        )
 
 
 class CostFigures(_Data):
@@ -208,6 +237,25 @@ class PayerRow(_Data):
         return next((p for f, p in self.policies.items() if f == family), None)
 
 
+class BillingCrosswalk(_Data):
+    """The code a claim carries instead of the order's code for some payer kinds."""
+
+    from_code: str = Field(alias="from", pattern=r"^[a-z0-9]+\|\S+$")
+    to_code: str = Field(alias="to", pattern=r"^[a-z0-9]+\|\S+$")
+    payer_kinds: list[str] = Field(min_length=1)
+    note: str = Field(min_length=3)
+    sources: list[SourceRef] = Field(min_length=1)
+
+    @field_validator("payer_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        known = {*get_args(PayerKindName), "medicare-unknown", "unknown", "undetermined"}
+        unknown = sorted(set(kinds) - known)
+        if unknown:
+            raise ValueError(f"unknown payer kind(s) {unknown}; known: {sorted(known)}")
+        return kinds
+
+
 class RuleData(_Data):
     """Everything the rules read besides the facts."""
 
@@ -216,6 +264,7 @@ class RuleData(_Data):
     code_lists: dict[str, CodeList]
     rules: dict[str, RuleEntry]
     payers: list[PayerRow] = Field(default_factory=list)
+    billing_crosswalks: list[BillingCrosswalk] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -241,6 +290,14 @@ class RuleData(_Data):
     def param(self, topic: str, name: str) -> Any:
         return self.rules[topic].params[name]
 
+    def billed_as(self, code: Code, payer_kind: str | None) -> tuple[Code, BillingCrosswalk | None]:
+        """The code the claim carries for `code` under this payer kind, and the crosswalk used."""
+        for row in self.billing_crosswalks:
+            if str(code) == row.from_code and payer_kind in row.payer_kinds:
+                system, _, value = row.to_code.partition("|")
+                return Code(system, value), row
+        return code, None
+
     def payer(self, payer_id: str) -> PayerRow | None:
         """A payer directory row by id (profiles already resolved into its policies)."""
         return next((row for row in self.payers if row.id == payer_id), None)
@@ -250,13 +307,16 @@ class RuleDataError(Exception):
     """Rule data failed validation; the message names the file and the entry."""
 
 
+_APPENDED = frozenset({"payers", "billing_crosswalks"})  # overlay rows add to the bundled ones
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Site overlay: mappings merge key by key, lists of payers append, scalars replace."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
-        elif isinstance(value, list) and isinstance(merged.get(key), list) and key == "payers":
+        elif isinstance(value, list) and isinstance(merged.get(key), list) and key in _APPENDED:
             merged[key] = [*merged[key], *value]
         else:
             merged[key] = value
@@ -305,9 +365,14 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
             code_lists=lists,
             rules=rules,
             payers=payers,
+            billing_crosswalks=raw.get("billing_crosswalks") or [],
         )
     except ValidationError as exc:
         raise RuleDataError(_explain(exc)) from exc
+    for row in data.billing_crosswalks:
+        for code in (row.from_code, row.to_code):
+            if code.partition("|")[0] not in systems:
+                raise RuleDataError(f"billing_crosswalks: {code!r} uses an unknown code system")
     for topic, entry in data.rules.items():
         if topic != entry.topic:
             raise RuleDataError(f"rules.{topic}: topic field says {entry.topic!r}")

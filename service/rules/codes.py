@@ -13,7 +13,7 @@ def normalise_code(system: str, code: str) -> str:
     code = code.strip()
     if system == "icd10cm":
         return code.replace(".", "").upper()
-    if system in {"cpt", "hcpcs"}:
+    if system in {"cpt", "hcpcs", "icd10pcs"}:
         return code.upper()
     return code
 

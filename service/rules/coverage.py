@@ -19,7 +19,8 @@ from service.rules.findings import Finding
 
 Covered = Literal["covered", "not-covered", "conditional"]
 PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
-FAMILY_LABELS = {"cac": "calcium score", "ffrct": "FFR-CT"}
+FAMILY_LABELS = {"cac": "calcium score", "ffrct": "FFR-CT"}  # mid-sentence
+FAMILY_TITLES = {"cac": "Calcium score", "ffrct": "FFR-CT"}  # at the start of an order label
 # Gaps that do not silence a coverage criterion of a "covered" answer: the Medicare plan type
 # only matters for the calcium-score ABN, an undetermined primary is answered on its own, and
 # an unreachable fhirServer is reported per key too.
@@ -102,14 +103,21 @@ def policy_owner(facts: Facts, data: RuleData, order: Order) -> str:
     return row.name if row is not None and row.policies else payer_label(facts, data, order)
 
 
-def order_label(order: Order) -> str:
-    """How card text names an order: its display, else its billing code, never a bare id."""
-    if order.display:
-        return order.display
+def order_label(order: Order, data: RuleData) -> str:
+    """How card text names an order: a short label a clinician reads at a glance ("FFR-CT
+    (75580)", "Calcium score (S8092)"), never the long CPT descriptor, never a bare id."""
+    family = family_of(order, data)
+    if family is not None:
+        codes = [
+            c
+            for name in CODE_FAMILY_LISTS[family]
+            for c in data.codes(name).matches(sorted(order.codes))
+        ]
+        return f"{FAMILY_TITLES[family]} ({codes[0].code})"
     billing = sorted(c for c in order.codes if c.system in {"cpt", "hcpcs"})
     if billing:
         return f"the {billing[0].system.upper()} {billing[0].code} order"
-    return order.ref
+    return order.display or order.ref
 
 
 def prior_auth_applies(policy: FamilyPolicy | None, state: str | None) -> bool | None:
@@ -161,7 +169,7 @@ def prior_auth_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="prior-auth-required",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
+                "order": order_label(order, data),
                 "payer": policy_owner(facts, data, order),
                 "reviewer": policy.prior_auth_by or policy_owner(facts, data, order),
                 "family": FAMILY_LABELS[family],
@@ -183,7 +191,7 @@ def coverage_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     yield Finding(
         topic="coverage-missing",
         order_refs=tuple(o.ref for o, _ in orders),
-        details={"orders": ", ".join(order_label(o) for o, _ in orders)},
+        details={"orders": ", ".join(order_label(o, data) for o, _ in orders)},
     )
 
 
@@ -198,7 +206,7 @@ def cost_estimate(facts: Facts, data: RuleData) -> Iterator[Finding]:
             topic="cost-estimate",
             order_refs=(order.ref,),
             details={
-                "order": order_label(order),
+                "order": order_label(order, data),
                 "payer": payer_label(facts, data, order),
                 "estimate": text,
                 "basis": policy.cost.basis,
@@ -468,9 +476,11 @@ def _add_prior_auth(draft: _Draft, policy: FamilyPolicy | None, state: str | Non
 
 
 def billing_codes(facts: Facts, data: RuleData, order: Order, family: str) -> tuple[Code, ...]:
-    """The codes the claim must carry: the order's CAC code; 75580 (+ 75574 the same day)."""
+    """The codes the claim must carry: the order's CAC code as the payer accepts it (S8092 is
+    75571 for Medicare: rules.md §1); 75580 (+ 75574 the same day)."""
     if family == "cac":
-        return tuple(data.codes("cac").matches(sorted(order.codes))[:1])
+        ordered = data.codes("cac").matches(sorted(order.codes))[:1]
+        return tuple(data.billed_as(code, payer_kind(facts, order))[0] for code in ordered)
     codes = [Code("cpt", "75580")]
     ccta = data.codes("ccta_order")
     same_day_order = any(

@@ -17,6 +17,7 @@ from datetime import date, timedelta
 
 from service.facts.model import CctaResult, Code, Facts, Order, PerformedStudy
 from service.rules.catalogue import RuleData
+from service.rules.coverage import order_label
 from service.rules.findings import Finding, ProposedAction
 
 FFRCT_CODE = Code("cpt", "75580")
@@ -58,10 +59,6 @@ def is_ffrct(order: Order, data: RuleData) -> bool:
 
 def ffrct_orders(facts: Facts, data: RuleData) -> list[Order]:
     return [o for o in facts.focus_orders if is_ffrct(o, data)]
-
-
-def _label(order: Order) -> str:
-    return order.display or order.ref
 
 
 def _reasons_unknown(order: Order) -> bool:
@@ -153,7 +150,8 @@ def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     Silent when the answer is unknown rather than "no": the Conditions could not be read, a
     reasonReference points at something the service does not have, or a reason is given as
     text only ("Chest pain on exertion"); the facts record the gap and the data-incomplete card
-    names the check.
+    names the check. Unstable angina / ACS is not a stable symptom, but the card would be
+    wrong to say no symptom is documented: `excluded_history` speaks for it.
     """
     symptoms = data.codes("cardiac_symptoms")
     on_file = any(symptoms.any_in(d.codes) for d in facts.diagnoses)
@@ -162,10 +160,12 @@ def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
             continue
         if facts.unavailable("conditions") or _reasons_unknown(order):
             continue
+        if acute_coronary_evidence(order, facts, data):
+            continue  # symptoms are documented, but unstable: ffrct-excluded-history says so
         yield Finding(
             topic="ffrct-symptoms-missing",
             order_refs=(order.ref,),
-            details={"order": _label(order)},
+            details={"order": order_label(order, data)},
         )
 
 
@@ -203,7 +203,7 @@ def screening_use(facts: Facts, data: RuleData) -> Iterator[Finding]:
         yield Finding(
             topic="ffrct-screening-use",
             order_refs=(order.ref,),
-            details={"order": _label(order), "reason_code": _icd(shown)},
+            details={"order": order_label(order, data), "reason_code": _icd(shown)},
         )
 
 
@@ -227,7 +227,7 @@ def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
         yield Finding(
             topic="ffrct-ccta-missing",
             order_refs=(order.ref,),
-            details={"order": _label(order)},
+            details={"order": order_label(order, data)},
             actions=(ProposedAction(kind="create-order", order_ref=order.ref, code=CCTA_CODE),),
         )
 
@@ -269,10 +269,14 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
             continue
         if ccta.max_stenosis_percent is not None:
             outside = not low <= ccta.max_stenosis_percent <= high
+            if ccta.results_unread and ccta.max_stenosis_percent < low:
+                continue  # a result not received may hold the larger stenosis
             shown = _percent(ccta.max_stenosis_percent)
         elif ccta.stenosis_range is not None:
             bottom, top = ccta.stenosis_range
             outside = top < low or bottom > high
+            if ccta.results_unread and top < low:
+                continue
             spread = f"{bottom:g} %" if bottom == top else f"{bottom:g}-{top:g} %"
             if ccta.stenosis_range_measured or ccta.cad_rads is None:
                 shown = spread
@@ -285,7 +289,7 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
                 topic="ffrct-stenosis-out-of-range",
                 order_refs=(order.ref, ccta.ref),
                 details={
-                    "order": _label(order),
+                    "order": order_label(order, data),
                     "stenosis": shown,
                     "range": f"{low:g}-{high:g} %",
                     "ccta_date": ccta.performed.isoformat() if ccta.performed else "undated",
@@ -302,15 +306,15 @@ def stenosis_undocumented(facts: Facts, data: RuleData) -> Iterator[Finding]:
     for order in ffrct_orders(facts, data):
         target = target_ccta(order, facts, data)
         ccta = target.ccta if target else None
-        if ccta is None or ccta.cad_rads is not None:
-            continue
+        if ccta is None or ccta.cad_rads is not None or ccta.results_unread:
+            continue  # unread results: unknown, not undocumented (the data gap says so)
         if ccta.max_stenosis_percent is not None or ccta.stenosis_range is not None:
             continue
         yield Finding(
             topic="ffrct-stenosis-undocumented",
             order_refs=(order.ref, ccta.ref),
             details={
-                "order": _label(order),
+                "order": order_label(order, data),
                 "ccta_date": ccta.performed.isoformat() if ccta.performed else "undated",
             },
         )
@@ -323,7 +327,7 @@ def bmi_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
         yield Finding(
             topic="ffrct-bmi-missing",
             order_refs=tuple(o.ref for o in orders),
-            details={"order": _label(orders[0])},
+            details={"order": order_label(orders[0], data)},
         )
 
 
@@ -337,62 +341,135 @@ def legacy_code(facts: Facts, data: RuleData) -> Iterator[Finding]:
         yield Finding(
             topic="ffrct-legacy-code",
             order_refs=(order.ref,),
-            details={"order": _label(order), "legacy_code": found[0].code},
+            details={"order": order_label(order, data), "legacy_code": found[0].code},
             actions=(
                 ProposedAction(kind="replace-order-code", order_ref=order.ref, code=FFRCT_CODE),
             ),
         )
 
 
-def excluded_history(facts: Facts, data: RuleData) -> Iterator[Finding]:
-    """History the Medicare LCDs exclude: coronary stent (Z95.5), bypass graft (Z95.1), a CCTA
-    CAD-RADS modifier S or G, or an acute MI (I21.x) with onset within 30 days before the date
-    of service (an I21.x stated as the order's reason counts as current).
+# History lists (codes.yaml) and how card text names each: the LCD limitations.
+HISTORY_LISTS = {
+    "history_stent": "coronary stent or PCI",
+    "history_bypass_graft": "coronary bypass graft",
+    "history_transplant": "heart transplant",
+}
 
-    Fires on positive evidence only. An MI counts whatever its clinical status (one resolved
-    last week is still an MI within 30 days), never when entered in error or refuted. With no
-    onset date, an I21/I22 recorded within the window fires with wording that says only that
-    (ICD-10-CM reserves I21 for the 4 weeks after onset, so a recent recording is evidence of
-    a recent MI, not of its date); an MI with neither date is not assumed recent.
+
+def excluded_history(facts: Facts, data: RuleData) -> Iterator[Finding]:
+    """History the Medicare LCDs exclude, or a patient who is not clinically stable.
+
+    - A prior coronary stent/PCI, bypass graft or heart transplant: from the order's reasons,
+      Conditions (active or not: a stent placed years ago is still there), completed Procedures
+      performed before the date of service, or a CCTA's CAD-RADS modifier S or G.
+    - An acute MI (I21.x/I22.x) with onset within 30 days before the date of service (an
+      I21.x stated as the order's reason counts as current). An MI counts whatever its clinical
+      status (one resolved last week is still an MI within 30 days), never when entered in
+      error or refuted. With no onset date, one recorded within the window fires with wording
+      that says only that; an MI with neither date is not assumed recent.
+    - Suspected acute coronary syndrome / unstable angina (I20.0, I24.x, I25.110, I25.7x0):
+      FFR-CT is for clinically stable patients (seed) and the LCDs exclude suspected ACS not
+      ruled out. Stated as the order's reason, or a Condition that is active and not dated
+      before the window, or dated inside it.
+
+    Fires on positive evidence only.
     """
-    devices = data.codes("ffrct_excluded_devices")
-    acute_mi = data.codes("acute_mi")
     window = timedelta(days=int(data.param("ffrct-excluded-history", "acute_mi_days")))
     modifiers = sorted({m for c in facts.cctas for m in c.cad_rads_modifiers} & {"S", "G"})
     for order in ffrct_orders(facts, data):
-        evidence: list[str] = []
-        device_codes = devices.matches(sorted(order.reason_codes)) + [
-            code for d in facts.diagnoses for code in devices.matches(sorted(d.codes))
-        ]
-        evidence += sorted({f"history of {_device(c)} ({_icd(c)})" for c in device_codes})
+        # The acute findings first: they decide the card's summary line.
+        evidence = acute_coronary_evidence(order, facts, data, window)
+        evidence += _acute_mi_evidence(order, facts, data, window)
+        evidence += _history_evidence(order, facts, data)
         evidence += [MODIFIER_LABELS[m] for m in modifiers]
-        stated_mi = acute_mi.matches(sorted(order.reason_codes))
-        if stated_mi:
-            evidence.append(f"acute MI stated as the reason ({_icd(stated_mi[0])})")
-        for diagnosis in facts.diagnoses + facts.inactive_diagnoses:
-            mi = acute_mi.matches(sorted(diagnosis.codes))
-            if not mi:
-                continue
-            onset, recorded = diagnosis.onset, diagnosis.recorded
-            if onset is not None:
-                if timedelta(0) <= order.service_date - onset <= window:
-                    evidence.append(f"acute MI ({_icd(mi[0])}) on {onset.isoformat()}")
-            elif recorded is not None and timedelta(0) <= order.service_date - recorded <= window:
-                evidence.append(
-                    f"acute MI ({_icd(mi[0])}) recorded on {recorded.isoformat()} "
-                    "(onset date not documented)"
-                )
         if not evidence:
             continue
         yield Finding(
             topic="ffrct-excluded-history",
             order_refs=(order.ref,),
             details={
-                "order": _label(order),
+                "order": order_label(order, data),
                 "history": "; ".join(dict.fromkeys(evidence)),
                 "first": evidence[0],
             },
         )
+
+
+def _history_evidence(order: Order, facts: Facts, data: RuleData) -> list[str]:
+    found: list[str] = []
+    diagnoses = (*facts.diagnoses, *facts.inactive_diagnoses)
+    for list_name, label in HISTORY_LISTS.items():
+        codes = data.codes(list_name)
+        stated = codes.matches(sorted(order.reason_codes))
+        charted = [c for d in diagnoses for c in codes.matches(sorted(d.codes))]
+        found += sorted({f"{label} ({_show(c)})" for c in stated + charted})
+        for study in facts.performed:
+            if study.kind != "procedure" or study.status != "completed":
+                continue
+            if study.performed is not None and study.performed > order.service_date:
+                continue
+            done = codes.matches(sorted(study.codes))
+            if done:
+                when = f" on {study.performed.isoformat()}" if study.performed else ""
+                found.append(f"{label}: procedure {_show(done[0])}{when}")
+    return found
+
+
+def _acute_mi_evidence(order: Order, facts: Facts, data: RuleData, window: timedelta) -> list[str]:
+    acute_mi = data.codes("acute_mi")
+    found: list[str] = []
+    stated_mi = acute_mi.matches(sorted(order.reason_codes))
+    if stated_mi:
+        found.append(f"acute MI stated as the reason ({_show(stated_mi[0])})")
+    for diagnosis in facts.diagnoses + facts.inactive_diagnoses:
+        mi = acute_mi.matches(sorted(diagnosis.codes))
+        if not mi:
+            continue
+        onset, recorded = diagnosis.onset, diagnosis.recorded
+        if onset is not None:
+            if timedelta(0) <= order.service_date - onset <= window:
+                found.append(f"acute MI ({_show(mi[0])}) on {onset.isoformat()}")
+        elif recorded is not None and timedelta(0) <= order.service_date - recorded <= window:
+            found.append(
+                f"acute MI ({_show(mi[0])}) recorded on {recorded.isoformat()} "
+                "(onset date not documented)"
+            )
+    return found
+
+
+def acute_coronary_evidence(
+    order: Order, facts: Facts, data: RuleData, window: timedelta | None = None
+) -> list[str]:
+    """Unstable angina / acute coronary syndrome documented for this order (see
+    `excluded_history`): the patient is not the clinically stable one FFR-CT is for."""
+    if window is None:
+        window = timedelta(days=int(data.param("ffrct-excluded-history", "acute_mi_days")))
+    acs = data.codes("acute_coronary")
+    label = "suspected acute coronary syndrome / unstable angina"
+    found: list[str] = []
+    stated = acs.matches(sorted(order.reason_codes))
+    if stated:
+        found.append(f"{label} stated as the reason ({_show(stated[0])})")
+    for diagnosis in (*facts.diagnoses, *facts.inactive_diagnoses):
+        codes = acs.matches(sorted(diagnosis.codes))
+        if not codes:
+            continue
+        day = diagnosis.onset or diagnosis.recorded
+        active = diagnosis in facts.diagnoses
+        if day is None:
+            if active:
+                found.append(f"{label} ({_show(codes[0])}) on the active problem list")
+        elif timedelta(0) <= order.service_date - day <= window:
+            found.append(f"{label} ({_show(codes[0])}) on {day.isoformat()}")
+    return found
+
+
+def _show(code: Code) -> str:
+    """A code as clinicians write it: ICD-10-CM with its dot, CPT/HCPCS/SNOMED prefixed."""
+    if code.system == "icd10cm":
+        return _icd(code)
+    names = {"cpt": "CPT", "hcpcs": "HCPCS", "snomed": "SNOMED CT", "icd10pcs": "ICD-10-PCS"}
+    return f"{names.get(code.system, code.system)} {code.code}"
 
 
 def _icd(code: Code) -> str:
@@ -400,10 +477,6 @@ def _icd(code: Code) -> str:
     if code.system == "icd10cm" and len(code.code) > 3:
         return f"{code.code[:3]}.{code.code[3:]}"
     return code.code
-
-
-def _device(code: Code) -> str:
-    return "coronary bypass graft" if code.code.startswith("Z951") else "coronary stent"
 
 
 # -- duplicates -----------------------------------------------------------------------------
@@ -488,7 +561,7 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
         target = targets[order.ref]
         prior = next((p for p in priors if _same_ccta(p.links, p.day, target, order, facts)), None)
         if prior is not None:
-            yield _duplicate_finding(order, prior.ref, prior.label, on_file=True)
+            yield _duplicate_finding(order, prior.ref, prior.label, data, on_file=True)
             continue
         twins = [
             other
@@ -500,7 +573,7 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
         ]
         if kept:
             yield _duplicate_finding(
-                order, kept[0].ref, "another FFR-CT in this order", on_file=False
+                order, kept[0].ref, "another FFR-CT in this order", data, on_file=False
             )
 
 
@@ -510,13 +583,15 @@ def _same_target(a: CctaTarget | None, b: CctaTarget | None) -> bool:
     return bool(a.aliases & b.aliases)
 
 
-def _duplicate_finding(remove: Order, other_ref: str, other: str, *, on_file: bool) -> Finding:
+def _duplicate_finding(
+    remove: Order, other_ref: str, other: str, data: RuleData, *, on_file: bool
+) -> Finding:
     """A prior on file is named among the finding's orders (audit); a draft twin that stays is
     not: whatever the finding implies (coverage information, "already ordered") is about the
     order to remove only."""
     return Finding(
         topic="ffrct-duplicate",
         order_refs=(remove.ref, other_ref) if on_file else (remove.ref,),
-        details={"order": _label(remove), "other": other, "other_ref": other_ref},
+        details={"order": order_label(remove, data), "other": other, "other_ref": other_ref},
         actions=(ProposedAction(kind="delete-order", order_ref=remove.ref),),
     )

@@ -145,11 +145,116 @@ def test_the_payer_type_code_decides_the_kind(
         assert "ignored" in result.primary.why
 
 
-def test_sopt_1_alone_is_ambiguous_and_reported_as_a_gap(rule_data: RuleData) -> None:
-    result = facts_for(rule_data, [coverage("c1", sopt="1", payor={"display": "Medicare"})])
+@pytest.mark.parametrize("payor", ["Wellcare", "Medicare plan", "Some payer"])
+def test_sopt_1_alone_is_ambiguous_and_reported_as_a_gap(rule_data: RuleData, payor: str) -> None:
+    """SOPT 1 ("Medicare", either kind) with a payor that is not the program itself."""
+    result = facts_for(rule_data, [coverage("c1", sopt="1", payor={"display": payor})])
     assert result.primary.payer_kind == "medicare-unknown"
     assert result.primary.payer_profile is None
     assert [g.key for g in result.gaps] == ["coverage-type"]
+
+
+MBI = {"system": "http://hl7.org/fhir/sid/us-mbi", "value": "1EG4TE5MK73"}
+
+
+@pytest.mark.parametrize(
+    ("sopt", "payor", "extra"),
+    [
+        (None, {"display": "Medicare"}, {}),
+        ("1", {"display": "Medicare"}, {}),
+        (None, {"display": "MEDICARE PART B"}, {}),
+        (None, {"display": "Medicare Parts A & B"}, {}),
+        (None, {"display": "CMS"}, {}),
+        (None, {"display": "Medicare"}, {"identifier": [MBI]}),
+        (None, {"reference": "Organization/unknown"}, {"identifier": [MBI]}),
+        (
+            "1",
+            {"display": "Medicare"},
+            {"identifier": [{**MBI, "system": "urn:oid:2.16.840.1.113883.4.927"}]},
+        ),
+        (None, {"display": "Medicare Part B - Novitas Solutions"}, {}),
+    ],
+)
+def test_original_medicare_as_ehrs_write_it(
+    rule_data: RuleData, sopt: str | None, payor: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """The payor is the program itself, or the member id is an MBI (rules.md §4, 2026-12-01)."""
+    result = facts_for(rule_data, [coverage("c1", sopt=sopt, payor=payor, **extra)])
+    assert result.primary.payer_kind == "original-medicare", result.primary.why
+    assert result.gaps == ()
+
+
+@pytest.mark.parametrize(
+    ("payor", "extra"),
+    [
+        ({"display": "Aetna Medicare"}, {}),  # a carrier's Medicare product: not the program
+        ({"display": "Wellcare"}, {"identifier": [MBI]}),  # MBI but another payor named
+    ],
+)
+def test_a_carrier_named_with_medicare_is_not_original_medicare(
+    rule_data: RuleData, payor: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    result = facts_for(rule_data, [coverage("c1", payor=payor, **extra)])
+    assert result.primary.payer_kind == "medicare-unknown", result.primary.why
+
+
+PLAN = {
+    "type": {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}
+        ]
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("sopt", "payor", "plan_value"),
+    [
+        (None, "Humana", "H1036-077"),
+        (None, "Medicare", "H5216"),  # a contract number beats the bare word Medicare
+        ("6", "Blue Cross Blue Shield", "R5941-001"),
+        (None, "Humana Gold Plus HMO", None),
+    ],
+)
+def test_medicare_advantage_from_contract_numbers_and_plan_names(
+    rule_data: RuleData, sopt: str | None, payor: str, plan_value: str | None
+) -> None:
+    classes = [{**PLAN, "value": plan_value}] if plan_value else []
+    result = facts_for(
+        rule_data, [coverage("c1", sopt=sopt, payor={"display": payor}, **{"class": classes})]
+    )
+    assert result.primary.payer_kind == "medicare-advantage", result.primary.why
+
+
+def test_a_group_number_shaped_like_a_contract_is_not_medicare_advantage(
+    rule_data: RuleData,
+) -> None:
+    group = {
+        "type": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group"}
+            ]
+        },
+        "value": "H1234",
+    }
+    result = facts_for(
+        rule_data,
+        [coverage("c1", sopt="5", payor={"display": "Acme Health"}, **{"class": [group]})],
+    )
+    assert result.primary.payer_kind == "commercial"
+
+
+def test_medicare_secondary_payer_order_is_honoured(rule_data: RuleData) -> None:
+    """An employer group plan billed first (order 1), Medicare second: the ABN does not apply."""
+    result = facts_for(
+        rule_data,
+        [
+            coverage("c2", order=2, payor={"display": "Medicare"}, identifier=[MBI]),
+            coverage("c1", sopt="51", order=1, payor={"display": "Acme Employer Health Plan"}),
+        ],
+    )
+    assert result.primary.payer_kind == "commercial"
+    assert [c.payer_kind for c in result.others] == ["original-medicare"]
 
 
 def test_sopt_1_gap_only_when_a_calcium_score_is_ordered(rule_data: RuleData) -> None:
@@ -171,7 +276,7 @@ def test_medigap_secondary_implies_original_medicare(rule_data: RuleData) -> Non
         rule_data,
         [
             coverage("c2", sopt="623", order=2, payor={"display": "Medigap Plan G"}),
-            coverage("c1", sopt="1", order=1, payor={"display": "Medicare"}),
+            coverage("c1", sopt="1", order=1, payor={"display": "Humana"}),
         ],
     )
     assert result.primary.ref == "Coverage/c1"

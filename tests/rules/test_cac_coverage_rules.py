@@ -84,7 +84,11 @@ def test_abn_for_original_medicare_on_75571_and_s8092(data: RuleData) -> None:
     found = list(cac.abn_required(f, data))
     assert [x.order_refs for x in found] == [("ServiceRequest/a",), ("ServiceRequest/b",)]
     assert found[0].actions[0].kind == "create-abn-task"
-    assert found[1].details["code"] == "S8092"
+    # S8092 is not a Medicare code: the card and the ABN task name 75571 (rules.md §1).
+    assert found[1].details["code"] == "75571"
+    assert "S8092" in found[1].details["code_note"]
+    assert found[1].actions[0].code == Code("cpt", "75571")
+    assert found[0].details["code_note"] == ""
     assert "$75-$150" in found[0].details["self_pay"]
 
 

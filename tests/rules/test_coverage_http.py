@@ -17,7 +17,15 @@ from tests.support.conformance import conformant_body, topics
 
 ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
 ORDER_SELECT_URL = "/cds-services/cardiac-ct-order-select"
-KEYS = ("conditions", "bmi", "cctaReports", "procedures", "imagingStudies", "cardiacOrders")
+KEYS = (
+    "conditions",
+    "bmi",
+    "cctaReports",
+    "cctaResults",
+    "procedures",
+    "imagingStudies",
+    "cardiacOrders",
+)
 
 
 def _order(order_id: str, system: str, code: str) -> dict[str, Any]:
@@ -100,7 +108,8 @@ async def test_original_medicare_abn_cards_and_not_covered(
         assert action["resource"]["resourceType"] == "Task"
     summary = coverage_summary(body)
     assert summary["ServiceRequest/cac-a"]["covered"] == "not-covered"
-    assert summary["ServiceRequest/cac-b"]["billingCode"] == "S8092"
+    # S8092 is never a Medicare billing code: the claim carries 75571 (rules.md §1).
+    assert summary["ServiceRequest/cac-b"]["billingCode"] == "75571"
     ids = {s["coverage-assertion-id"] for s in summary.values()}
     assert len(ids) == 2  # one per order, distinct
     for action in body["systemActions"]:

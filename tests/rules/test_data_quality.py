@@ -127,7 +127,7 @@ def test_one_card_for_many_gaps_with_checks_and_reasons_once(data: RuleData) -> 
     checks = finding.details["checks"].split("; ")
     many = _one(_facts(*(DataGap(k, "FHIR server answered 500") for k in KEYS)), data)
     assert many.details["sources"] == (
-        "patient demographics, insurance coverage and 6 other sources"
+        "patient demographics, insurance coverage and 7 other sources"
     )
     assert len(checks) == len(set(checks))
     assert checks[-1] == "every check on data that was not prefetched"

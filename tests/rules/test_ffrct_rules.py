@@ -350,6 +350,146 @@ def test_acute_mi_without_a_date_is_not_assumed_recent(data: RuleData) -> None:
     assert run(ffrct.excluded_history, facts(diagnoses=(mi,)), data) == []
 
 
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (Code("icd10cm", "Z9861"), "coronary stent or PCI (Z98.61)"),
+        (Code("snomed", "428375006"), "coronary stent or PCI (SNOMED CT 428375006)"),
+        (Code("icd10cm", "I25810"), "coronary bypass graft (I25.810)"),
+        (Code("icd10cm", "I25718"), "coronary bypass graft (I25.718)"),
+        (Code("snomed", "399261000"), "coronary bypass graft (SNOMED CT 399261000)"),
+        (Code("icd10cm", "Z941"), "heart transplant (Z94.1)"),
+    ],
+)
+def test_history_from_conditions_in_every_system(data: RuleData, code: Code, text: str) -> None:
+    history = Diagnosis("Condition/h", frozenset({code}), None)
+    for listed in ({"diagnoses": (history,)}, {"inactive_diagnoses": (history,)}):
+        found = run(ffrct.excluded_history, facts(**listed), data)
+        assert found and text in found[0].details["history"], listed
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (Code("cpt", "92928"), "coronary stent or PCI: procedure CPT 92928 on 2021-03-04"),
+        (Code("hcpcs", "C9600"), "coronary stent or PCI: procedure HCPCS C9600"),
+        (Code("snomed", "415070008"), "coronary stent or PCI: procedure SNOMED CT 415070008"),
+        (Code("cpt", "33533"), "coronary bypass graft: procedure CPT 33533"),
+        (Code("icd10pcs", "021209W"), "coronary bypass graft: procedure ICD-10-PCS 021209W"),
+        (Code("snomed", "232717009"), "coronary bypass graft: procedure SNOMED CT 232717009"),
+    ],
+)
+def test_history_from_procedures(data: RuleData, code: Code, text: str) -> None:
+    done = PerformedStudy(
+        "Procedure/p", "procedure", frozenset({code}), "completed", date(2021, 3, 4)
+    )
+    found = run(ffrct.excluded_history, facts(performed=(done,)), data)
+    assert found and text in found[0].details["history"]
+
+
+@pytest.mark.parametrize(
+    "study",
+    [
+        PerformedStudy(
+            "Procedure/p", "procedure", frozenset({Code("cpt", "92928")}), "not-done", None
+        ),
+        PerformedStudy(
+            "Procedure/p",
+            "procedure",
+            frozenset({Code("cpt", "92928")}),
+            "completed",
+            date(2026, 12, 9),
+        ),
+        PerformedStudy(
+            "Procedure/p", "procedure", frozenset({Code("cpt", "92978")}), "completed", None
+        ),
+    ],
+    ids=["not-done", "after-the-date-of-service", "ivus-is-not-pci"],
+)
+def test_procedures_that_are_not_history(data: RuleData, study: PerformedStudy) -> None:
+    assert run(ffrct.excluded_history, facts(performed=(study,)), data) == []
+
+
+@pytest.mark.parametrize("modifier", ["S", "G"])
+def test_coded_cad_rads_modifiers_reach_the_rule(data: RuleData, modifier: str) -> None:
+    reading = ccta(None, cad_rads="3", modifiers=frozenset({modifier}))
+    assert run(ffrct.excluded_history, facts(cctas=(reading,)), data)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        Code("icd10cm", "I200"),
+        Code("icd10cm", "I249"),
+        Code("icd10cm", "I25110"),
+        Code("icd10cm", "I25710"),
+        Code("snomed", "4557003"),
+        Code("snomed", "394659003"),
+    ],
+)
+def test_unstable_angina_as_the_reason_is_excluded_not_missing_symptoms(
+    data: RuleData, code: Code
+) -> None:
+    """Unstable angina / ACS is not the stable symptom FFR-CT needs (rules.md §2, 2026-12-01):
+    the excluded-history card says so; 'no symptom documented' would be false."""
+    f = facts(order(reasons=frozenset({code})))
+    found = run(ffrct.excluded_history, f, data)
+    assert found and "acute coronary syndrome" in found[0].details["first"]
+    assert run(ffrct.symptoms_missing, f, data) == []
+
+
+@pytest.mark.parametrize(
+    ("onset_days_before", "active", "fires"),
+    [
+        (None, True, True),
+        (10, True, True),
+        (200, True, False),
+        (10, False, True),
+        (None, False, False),
+    ],
+)
+def test_unstable_angina_on_the_chart(
+    data: RuleData, onset_days_before: int | None, active: bool, fires: bool
+) -> None:
+    onset = (
+        None
+        if onset_days_before is None
+        else date.fromordinal(TODAY.toordinal() - onset_days_before)
+    )
+    ua = Diagnosis("Condition/ua", frozenset({Code("icd10cm", "I200")}), onset)
+    listed = {"diagnoses": (ua,)} if active else {"inactive_diagnoses": (ua,)}
+    found = run(ffrct.excluded_history, facts(order(reasons=frozenset()), **listed), data)
+    assert bool(found) is fires
+
+
+@pytest.mark.parametrize(
+    ("code", "symptom"),
+    [
+        (Code("icd10cm", "R070"), False),  # pain in throat
+        (Code("icd10cm", "R0789"), True),
+        (Code("icd10cm", "R0602"), True),
+        (Code("icd10cm", "I209"), True),
+        (Code("icd10cm", "I2089"), True),
+        (Code("icd10cm", "I25118"), True),
+        (Code("snomed", "29857009"), True),
+        (Code("snomed", "426396005"), True),
+        (Code("snomed", "274668005"), False),  # non-cardiac chest pain
+    ],
+)
+def test_symptom_list_is_honest(data: RuleData, code: Code, symptom: bool) -> None:
+    f = facts(order(reasons=frozenset({code})))
+    assert bool(run(ffrct.symptoms_missing, f, data)) is not symptom
+
+
+def test_unread_ccta_results_are_unknown_not_undocumented(data: RuleData) -> None:
+    unread = replace(ccta(None), results_unread=True)
+    assert run(ffrct.stenosis_undocumented, facts(cctas=(unread,)), data) == []
+    low = replace(ccta(20.0), results_unread=True)
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(low,)), data) == []
+    high = replace(ccta(95.0), results_unread=True)  # more results can only raise the maximum
+    assert run(ffrct.stenosis_out_of_range, facts(cctas=(high,)), data)
+
+
 # -- duplicates -----------------------------------------------------------------------------
 
 
