@@ -150,7 +150,8 @@ def _observation_value(obs: Json) -> str | None:
 
 
 def _ccta_fact(prefetch: Mapping[str, Any]) -> str | None:
-    resources = _resources(prefetch.get("cctaReports"))
+    # Result Observations come under cctaResults; older files had them in cctaReports (_include).
+    resources = _resources(prefetch.get("cctaReports")) + _resources(prefetch.get("cctaResults"))
     reports = [r for r in resources if r.get("resourceType") == "DiagnosticReport"]
     if not reports:
         return None

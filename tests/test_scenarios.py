@@ -103,7 +103,7 @@ def test_scenario_file_is_well_formed(path: Path) -> None:
     date.fromisoformat(data["today"])
     request, expect = data["request"], data["expect"]
     assert request["hook"] in {"order-sign", "order-select"}
-    assert set(request["prefetch"]) == PREFETCH_KEYS, "prefetch must carry all 8 keys"
+    assert set(request["prefetch"]) == PREFETCH_KEYS, "prefetch must carry all 9 keys"
     assert isinstance(expect["topics"], list)
     assert expect["topics"] == sorted(expect["topics"]), "expect.topics must be sorted"
     assert set(expect["topics"]) <= KNOWN_TOPICS, set(expect["topics"]) - KNOWN_TOPICS

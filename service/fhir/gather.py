@@ -20,12 +20,14 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
 
 from service.cdshooks.models import HookRequest
 from service.config import FhirAccessSettings, FhirServerAllowance
 from service.facts.model import DataGap
 from service.fhir.client import FhirClient, FhirEndpoint, FhirFetchError, is_read
+from service.fhir.linked import LinkedResults, resolve_linked_results
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ R = TypeVar("R", bound=Resource)
 KeySource = Literal["prefetch", "fetched", "null", "unavailable"]
 
 _TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+
+# The CCTA reports, and the key their result Observations are added under when read by id.
+REPORTS_KEY = "cctaReports"
+RESULTS_KEY = "cctaResults"
 
 
 @dataclass
@@ -222,7 +228,11 @@ async def _fetch_key(
 
 
 async def _fetch_all(
-    plans: list[_Plan], client: FhirClient, data: GatheredData, settings: FhirAccessSettings
+    plans: list[_Plan],
+    client: FhirClient,
+    data: GatheredData,
+    settings: FhirAccessSettings,
+    deadline: float,
 ) -> None:
     """All keys in parallel under ONE deadline; a key still running at the deadline is a gap."""
     pages = {p.key: 1 if p.continuation else 0 for p in plans}
@@ -238,7 +248,7 @@ async def _fetch_all(
             _mark_failed(data, plan.key, pages[plan.key], "an unexpected error stopped reading it")
 
     tasks = {asyncio.create_task(fetch(plan)): plan for plan in plans}
-    _, pending = await asyncio.wait(tasks, timeout=settings.deadline_seconds)
+    _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -261,19 +271,40 @@ async def gather(
     http: httpx.AsyncClient,
     settings: FhirAccessSettings,
 ) -> GatheredData:
-    """Prefetch, then fetch what is missing from the (allowlisted) FHIR server. Never raises.
+    """Prefetch, then fetch what is missing from the (allowlisted) FHIR server, then read the
+    CCTA reports' results that neither brought. One deadline for all of it. Never raises.
 
     Spec: https://cds-hooks.hl7.org/2.0/#prefetch-template ("the CDS Service's responsibility
     to check prefetched data against its template ... and to programmatically retrieve any
     additional necessary data").
     """
+    deadline = time.monotonic() + settings.deadline_seconds
     data, to_fetch = gather_prefetch(templates, request.prefetch)
-    if not to_fetch:
-        return data
-    prefetch: Mapping[str, Any] = request.prefetch or {}
     endpoint, refusal = _endpoint(request, allowance)
-    if request.fhirServer and allowance is None:
-        data.gaps.append(DataGap("fhirServer", "the FHIR server is not on this client's allowlist"))
+    if to_fetch:
+        if request.fhirServer and allowance is None:
+            data.gaps.append(
+                DataGap("fhirServer", "the FHIR server is not on this client's allowlist")
+            )
+        plans = _plans(to_fetch, templates, request, (endpoint, refusal), data)
+        if plans and endpoint is not None:
+            await _fetch_plans(plans, endpoint, http, settings, data, deadline)
+    if RESULTS_KEY in templates and data.resources.get(REPORTS_KEY):
+        client = FhirClient(http, endpoint, settings.max_response_bytes) if endpoint else None
+        await _read_linked_results(data, client, refusal, settings, deadline)
+    return data
+
+
+def _plans(
+    to_fetch: list[str],
+    templates: Mapping[str, str],
+    request: HookRequest,
+    server: tuple[FhirEndpoint | None, str],
+    data: GatheredData,
+) -> list[_Plan]:
+    """What to fetch for the keys prefetch did not answer; a gap for each that cannot be."""
+    endpoint, refusal = server
+    prefetch: Mapping[str, Any] = request.prefetch or {}
     user_id = request.context.get("userId")
     plans: list[_Plan] = []
     for key in to_fetch:
@@ -298,18 +329,61 @@ async def gather(
                 data.gaps.append(DataGap(key, reason))
             else:
                 _mark_failed(data, key, 0, reason)
-    if plans and endpoint is not None:
-        started = time.perf_counter()
-        client = FhirClient(http, endpoint, settings.max_response_bytes)
-        await _fetch_all(plans, client, data, settings)
-        log.info(
-            "FHIR fetch: %d key(s), %d resource(s), %d gap(s), %.0f ms",
-            len(plans),
-            sum(len(data.resources.get(p.key, [])) for p in plans),
-            len(data.gaps),
-            (time.perf_counter() - started) * 1000,
-        )
-    return data
+    return plans
+
+
+async def _fetch_plans(
+    plans: list[_Plan],
+    endpoint: FhirEndpoint,
+    http: httpx.AsyncClient,
+    settings: FhirAccessSettings,
+    data: GatheredData,
+    deadline: float,
+) -> None:
+    started = time.perf_counter()
+    client = FhirClient(http, endpoint, settings.max_response_bytes)
+    await _fetch_all(plans, client, data, settings, deadline)
+    log.info(
+        "FHIR fetch: %d key(s), %d resource(s), %d gap(s), %.0f ms",
+        len(plans),
+        sum(len(data.resources.get(p.key, [])) for p in plans),
+        len(data.gaps),
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+async def _read_linked_results(
+    data: GatheredData,
+    client: FhirClient | None,
+    refusal: str,
+    settings: FhirAccessSettings,
+    deadline: float,
+) -> None:
+    """Add the CCTA reports' missing results under `cctaResults`, in the time left; one gap
+    (with a count, no patient data) for what stays unread."""
+    remaining = deadline - time.monotonic()
+    if client is not None and remaining <= 0:
+        client, refusal = None, f"no time was left within {settings.deadline_seconds:g} s"
+    gathered = {f"Observation/{o.id}": o for o in data.of_type(Observation) if o.id}
+    out = LinkedResults()
+    try:
+        async with asyncio.timeout(remaining if client is not None else None):
+            await resolve_linked_results(
+                data.resources[REPORTS_KEY], gathered, (client, refusal), settings.max_pages, out
+            )
+    except TimeoutError:
+        log.info("FHIR %s: deadline reached reading linked results", RESULTS_KEY)
+        out.fail(out.pending, f"FHIR server did not answer within {settings.deadline_seconds:g} s")
+    except Exception as exc:  # reading more must degrade the answer, never break it
+        log.error("FHIR %s: unexpected %s reading linked results", RESULTS_KEY, type(exc).__name__)
+        out.fail(out.pending, "an unexpected error stopped reading them")
+    if out.found:
+        data.resources.setdefault(RESULTS_KEY, []).extend(out.found)
+        data.provenance.setdefault(RESULTS_KEY, "fetched")
+        log.info("FHIR %s: %d linked result(s) read by id", RESULTS_KEY, len(out.found))
+    reason = out.gap_reason()
+    if reason:
+        data.gaps.append(DataGap(RESULTS_KEY, reason))
 
 
 def next_link(bundle: Any) -> str:

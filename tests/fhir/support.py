@@ -14,6 +14,7 @@ from tests.support.fhir_json import PREFETCH_KEYS, service_request
 
 LOINC = "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 PATIENT = "pat-1"
 KEYS = PREFETCH_KEYS
 
@@ -39,7 +40,9 @@ def condition(cond_id: str, icd: str = "I20.9") -> dict[str, Any]:
     }
 
 
-def observation(obs_id: str, loinc: str, day: str, value: float | None = None) -> dict[str, Any]:
+def observation(
+    obs_id: str, loinc: str, day: str, value: float | None = None, *, category: str | None = None
+) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": obs_id,
@@ -48,6 +51,8 @@ def observation(obs_id: str, loinc: str, day: str, value: float | None = None) -
         "code": {"coding": [{"system": LOINC, "code": loinc}]},
         "effectiveDateTime": day,
     }
+    if category is not None:
+        obs["category"] = [{"coding": [{"system": OBSERVATION_CATEGORY, "code": category}]}]
     if value is not None:
         obs["valueQuantity"] = {"value": value, "unit": "%"}
     return obs
@@ -68,7 +73,7 @@ def chart() -> list[dict[str, Any]]:
         observation("bmi-old", "39156-5", "2025-01-01", 31.0),
         observation("bmi-new", "39156-5", "2026-10-01", 29.0),
         observation("glucose", "2345-7", "2026-10-01", 90.0),  # not a BMI: must not arrive
-        observation("sten-1", "18747-6", "2026-11-01", 55.0),
+        observation("sten-1", "18747-6", "2026-11-01", 55.0, category="imaging"),
         {
             "resourceType": "DiagnosticReport",
             "id": "ccta-report",

@@ -52,6 +52,7 @@ async def test_no_prefetch_fetches_every_key_with_the_bearer_token(fhir_server: 
             "Condition",
             "Observation",
             "DiagnosticReport",
+            "Observation",
             "Procedure",
             "ImagingStudy",
             "ServiceRequest",
@@ -76,12 +77,13 @@ async def test_token_lists_and_system_bars_reach_the_server_as_search_syntax(
     # _sort=-date is honoured: the newest BMI first.
     assert [r.id for r in data.resources["bmi"]] == ["bmi-new", "bmi-old"]
     assert ids(data, "cardiacOrders") == ["ServiceRequest/ccta-on-file"]
-    # _include=DiagnosticReport:result brings the stenosis observation along.
-    assert ids(data, "cctaReports") == ["DiagnosticReport/ccta-report", "Observation/sten-1"]
-    bmi_query = next(r.url for r in recorder.requests if r.url.path.endswith("/Observation"))
+    # No _include: the report alone, its result Observation from the imaging-results search.
+    assert ids(data, "cctaReports") == ["DiagnosticReport/ccta-report"]
+    assert ids(data, "cctaResults") == ["Observation/sten-1"]
+    bmi_query = next(r.url for r in recorder.requests if b"39156-5" in r.url.query)
     assert b"code=http://loinc.org%7C39156-5" in bmi_query.query
     orders_query = next(r.url for r in recorder.requests if r.url.path.endswith("/ServiceRequest"))
-    assert b"%7C75571,http://www.ama-assn.org/go/cpt%7C75572," in orders_query.query
+    assert b"code=75571,S8092,75572," in orders_query.query
 
 
 async def test_partial_prefetch_fetches_only_the_missing_keys(fhir_server: FhirServer) -> None:
@@ -96,7 +98,7 @@ async def test_partial_prefetch_fetches_only_the_missing_keys(fhir_server: FhirS
     }
     data, recorder = await _gather(fhir_server, prefetch=given)
 
-    assert recorder.resource_types() == ["DiagnosticReport", "ServiceRequest"]
+    assert recorder.resource_types() == ["DiagnosticReport", "Observation", "ServiceRequest"]
     assert data.provenance == {
         "patient": "prefetch",
         "coverage": "prefetch",
@@ -105,6 +107,7 @@ async def test_partial_prefetch_fetches_only_the_missing_keys(fhir_server: FhirS
         "procedures": "null",
         "imagingStudies": "null",
         "cctaReports": "fetched",
+        "cctaResults": "fetched",
         "cardiacOrders": "fetched",
     }
     # Prefetch wins: the server's condition is not added to the (empty) prefetched one.

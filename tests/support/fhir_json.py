@@ -15,6 +15,7 @@ PREFETCH_KEYS = (
     "conditions",
     "bmi",
     "cctaReports",
+    "cctaResults",
     "procedures",
     "imagingStudies",
     "cardiacOrders",
