@@ -30,6 +30,7 @@ SOPT_SYSTEMS = {
 }
 CPT_SYSTEMS = {"http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12"}
 BMI_LOINC = "39156-5"
+FFRCT_CODES = {"75580", "0501T", "0502T", "0503T", "0504T"}
 
 Json = dict[str, Any]
 
@@ -134,7 +135,16 @@ def _coverage_fact(prefetch: Mapping[str, Any]) -> str:
     for cov in sorted(coverages, key=lambda c: c.get("order") or 99):
         payor = _join(p.get("display", "?") for p in cov.get("payor") or [])
         kind = _join(_codes(cov.get("type")))
-        parts.append(f"{payor} ({kind})")
+        extras = [
+            f"member id under {i['system']}"
+            for i in cov.get("identifier") or []
+            if isinstance(i, dict) and i.get("system")
+        ]
+        classes = [c for c in cov.get("class") or [] if isinstance(c, dict)]
+        extras += [f"plan {c['value']}" for c in classes if c.get("value")]
+        if cov.get("order") is not None and len(coverages) > 1:
+            extras.append(f"order {cov['order']}")
+        parts.append(f"{payor} ({_join([*([kind] if cov.get('type') else []), *extras])})")
     return "coverage: " + "; ".join(parts)
 
 
@@ -166,8 +176,16 @@ def _ccta_fact(prefetch: Mapping[str, Any]) -> str | None:
             if isinstance(ref, dict) and ref.get("reference") in observations
         ]
         shown = _join(v for v in values if v) if any(values) else "no result values"
+        conclusion = [label for c in report.get("conclusionCode") or [] for label in _labelled(c)]
+        if report.get("conclusion"):
+            conclusion.append(f"'{report['conclusion']}'")
+        if conclusion:
+            shown += f"; conclusion {_join(conclusion)}"
         when = _date(report, "effectiveDateTime", "effectivePeriod", "issued")
-        parts.append(f"CCTA report {when} ({report.get('status', '?')}): {shown}")
+        codes = _codes(report.get("code"))
+        what = "FFR-CT report" if any(c.split()[0] in FFRCT_CODES for c in codes) else "CCTA report"
+        status = _join([_join(codes), report.get("status", "?")])
+        parts.append(f"{what} {when} ({status}): {shown}")
     return "; ".join(parts)
 
 

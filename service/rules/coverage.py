@@ -41,9 +41,7 @@ FFRCT_UNDOCUMENTED = {
     ),
 }
 FFRCT_LIMITATIONS = {
-    "ffrct-excluded-history": (
-        "the record shows a coronary stent, bypass graft or recent MI (LCD limitation)"
-    ),
+    "ffrct-excluded-history": "the record shows {history} (LCD limitation)",  # from the finding
     "ffrct-stenosis-out-of-range": "the CCTA's stenosis is outside the covered range",
 }
 FFRCT_DUPLICATE = "ffrct-duplicate"
@@ -415,7 +413,14 @@ def _assess_ffrct(
         )
         return draft
     kind = payer_kind(facts, order)
-    limits = [text for topic, text in FFRCT_LIMITATIONS.items() if topic in topics]
+    details = {f.topic: f.details for f in found}
+    limits = [
+        text.format(history=details[topic].get("history") or "an excluded history")
+        if topic == "ffrct-excluded-history"
+        else text
+        for topic, text in FFRCT_LIMITATIONS.items()
+        if topic in topics
+    ]
     if limits and kind in MEDICARE_LCD_KINDS:
         draft = _Draft("not-covered")
         for text in limits:

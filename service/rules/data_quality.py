@@ -9,15 +9,56 @@ the code. Catalogue: shared/reference/rules.md §4.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.facts.model import DataGap, Facts
+from service.facts.model import DataGap, Facts, Order
 from service.rules.catalogue import CodeFamily, RuleData
-from service.rules.coverage import family_of
+from service.rules.coverage import family_of, payer_kind, payer_policy
 from service.rules.findings import Finding
 
 TOPIC = "data-incomplete"
+# Gaps about what an order gives as its reason (text only, or a reference not found).
+REASON_GAP_KEYS = frozenset({"reasonText", "reasonReference"})
+
+
+def without_moot_reason_gaps(facts: Facts, data: RuleData) -> Facts:
+    """Drop the reason gaps when no check depended on the unreadable reason.
+
+    A reason the service cannot read silences a check only when the answer could turn on it:
+    no stable symptom documented elsewhere (FFR-CT), a screening reason stated (FFR-CT), no
+    risk factor documented elsewhere under a commercial payer, or a payer that denies
+    screening (calcium score). Otherwise the card would say a check was skipped that ran, and
+    CRD would downgrade a `covered` answer for nothing.
+    """
+    if not any(g.key in REASON_GAP_KEYS for g in facts.gaps):
+        return facts
+    unreadable = [o for o in facts.focus_orders if o.reasons_uncoded or o.reasons_unresolved]
+    if any(_reason_matters(order, facts, data) for order in unreadable):
+        return facts
+    return replace(facts, gaps=tuple(g for g in facts.gaps if g.key not in REASON_GAP_KEYS))
+
+
+def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
+    family = family_of(order, data)
+    known = [*order.reason_codes, *(c for d in facts.diagnoses for c in d.codes)]
+    if family == "ffrct":
+        symptom = data.codes("cardiac_symptoms").any_in(known)
+        screening = data.codes("screening_reasons").any_in(order.reason_codes)
+        return not symptom or screening
+    if family == "cac":
+        policy = payer_policy(facts, data, order, "cac")
+        needs_risk_factor = payer_kind(facts, order) == "commercial" and (
+            policy is None or policy.requires_supporting_diagnosis is not False
+        )
+        if needs_risk_factor and not data.codes("cac_supporting_diagnoses").any_in(known):
+            return True
+        symptomatic = any(
+            data.codes(name).any_in(known) for name in ("cardiac_symptoms", "acute_coronary")
+        )
+        return policy is not None and policy.screening_denied and not symptomatic
+    return False
 
 
 class _Params(BaseModel):

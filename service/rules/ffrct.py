@@ -150,8 +150,9 @@ def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     Silent when the answer is unknown rather than "no": the Conditions could not be read, a
     reasonReference points at something the service does not have, or a reason is given as
     text only ("Chest pain on exertion"); the facts record the gap and the data-incomplete card
-    names the check. Unstable angina / ACS is not a stable symptom, but the card would be
-    wrong to say no symptom is documented: `excluded_history` speaks for it.
+    names the check. Unstable angina / ACS is not a stable symptom (rules.md §2, revised
+    2026-12-01): with no stable symptom this card fires, and `excluded_history` says why the
+    patient is not the stable one FFR-CT is for.
     """
     symptoms = data.codes("cardiac_symptoms")
     on_file = any(symptoms.any_in(d.codes) for d in facts.diagnoses)
@@ -160,8 +161,6 @@ def symptoms_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
             continue
         if facts.unavailable("conditions") or _reasons_unknown(order):
             continue
-        if acute_coronary_evidence(order, facts, data):
-            continue  # symptoms are documented, but unstable: ffrct-excluded-history says so
         yield Finding(
             topic="ffrct-symptoms-missing",
             order_refs=(order.ref,),

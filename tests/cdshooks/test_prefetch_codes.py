@@ -23,6 +23,7 @@ RULE_DATA = load_rule_data()
 COVERED_LISTS = {
     "cctaReports": ("ccta_result", "ffrct", "ffrct_legacy"),
     "cardiacOrders": ("cac", "cardiac_ct_with_contrast", "ffrct", "ffrct_legacy"),
+    "bmi": ("bmi",),
 }
 # Search parameters of the 2.0 recommended subset that start with "_".
 ALLOWED_CONTROL_PARAMS = {"_count", "_sort"}

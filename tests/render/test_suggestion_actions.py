@@ -54,13 +54,17 @@ async def test_legacy_code_update_keeps_other_codings_text_and_coverage_extensio
     assert [e["url"] for e in updated["extension"]] == [COVERAGE_INFO_URL]
 
 
-async def test_abn_task_names_the_ordered_code(app_client: Any, make_settings: Any) -> None:
+async def test_abn_task_names_the_code_medicare_is_billed(
+    app_client: Any, make_settings: Any
+) -> None:
+    """An S8092 order under Original Medicare: S8092 is not a Medicare code (rules.md §1), so the
+    ABN task and the card name CPT 75571, and the card says why."""
     request = scenario_request("cac-abn-original-medicare-legacy-sopt")  # an S8092 order
     body = await answer(app_client, make_settings, request)
     assert topics(body) == ["cac-abn-required"]
     card = body["cards"][0]
     (task,) = card["suggestions"][0]["actions"]
-    assert "HCPCS S8092" in task["resource"]["description"]
-    assert "75571" not in task["resource"]["description"]
+    assert "CPT 75571" in task["resource"]["description"]
+    assert "S8092" not in task["resource"]["description"]
     assert "**GY**" in card["detail"] and "**GA**" not in card["detail"]
     assert "cannot bill the patient" not in card["detail"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.facts.model import Code, DataGap, Facts, Order
+from service.facts.model import Code, CoverageFacts, DataGap, Diagnosis, Facts, Order
 from service.pipeline import Knowledge
 from service.render.actions import ActionBuilder, OrderContext
 from service.render.cards import render_card
@@ -187,3 +187,49 @@ def test_a_broken_source_table_stops_the_service_at_startup(tmp_path: Path) -> N
     )
     with pytest.raises(RuleDataError, match=r"data-incomplete\.params"):
         Knowledge.load(extra_rule_dir=tmp_path)
+
+
+# -- reason gaps only where a check depended on the unreadable reason --------------------------
+
+
+def _reason_facts(reasons: frozenset[Code], diagnoses: tuple[Diagnosis, ...], code: Code) -> Facts:
+    draft = Order(
+        ref="ServiceRequest/o1",
+        codes=frozenset({code}),
+        reason_codes=reasons,
+        status="draft",
+        origin="draft",
+        service_date=date(2026, 12, 1),
+        reasons_uncoded=True,
+    )
+    return Facts(
+        hook="order-sign",
+        today=date(2026, 12, 1),
+        patient_ref="Patient/p1",
+        patient_state=None,
+        draft_orders=(draft,),
+        diagnoses=diagnoses,
+        coverage=CoverageFacts(
+            "Coverage/c", "commercial", "commercial-other", "Acme", None, "test"
+        ),
+        gaps=(DataGap("reasonText", "a reason is text only"),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "charted", "kept"),
+    [
+        (Code("cpt", "75580"), Code("snomed", "233819005"), False),  # stable angina on file
+        (Code("cpt", "75580"), Code("icd10cm", "E785"), True),  # no symptom: the text may be one
+        (Code("cpt", "75571"), Code("snomed", "38341003"), False),  # risk factor on file
+        (Code("cpt", "75571"), Code("icd10cm", "R079"), True),  # no risk factor on file
+    ],
+)
+def test_a_text_only_reason_is_a_gap_only_when_a_check_depended_on_it(
+    data: RuleData, code: Code, charted: Code, kept: bool
+) -> None:
+    diagnosis = Diagnosis("Condition/d", frozenset({charted}), None)
+    facts = data_quality.without_moot_reason_gaps(
+        _reason_facts(frozenset(), (diagnosis,), code), data
+    )
+    assert bool(facts.gaps) is kept

@@ -427,15 +427,15 @@ def test_coded_cad_rads_modifiers_reach_the_rule(data: RuleData, modifier: str) 
         Code("snomed", "394659003"),
     ],
 )
-def test_unstable_angina_as_the_reason_is_excluded_not_missing_symptoms(
+def test_unstable_angina_as_the_only_reason_is_excluded_and_not_a_stable_symptom(
     data: RuleData, code: Code
 ) -> None:
-    """Unstable angina / ACS is not the stable symptom FFR-CT needs (rules.md §2, 2026-12-01):
-    the excluded-history card says so; 'no symptom documented' would be false."""
+    """Unstable angina / ACS is not the stable symptom FFR-CT needs (rules.md §2, revised
+    2026-12-01): symptoms-missing fires, and excluded-history says the patient is not stable."""
     f = facts(order(reasons=frozenset({code})))
     found = run(ffrct.excluded_history, f, data)
     assert found and "acute coronary syndrome" in found[0].details["first"]
-    assert run(ffrct.symptoms_missing, f, data) == []
+    assert [x.topic for x in run(ffrct.symptoms_missing, f, data)] == ["ffrct-symptoms-missing"]
 
 
 @pytest.mark.parametrize(
