@@ -174,7 +174,9 @@ def run(
     cards: list[Card] = []
     issued: list[IssuedCard] = []
     for finding in findings:
-        card = render_card(finding, knowledge.cards, knowledge.rule_data, actions, new_uuid)
+        card = render_card(
+            finding, knowledge.cards, knowledge.rule_data, actions, new_uuid, hook=facts.hook
+        )
         cards.append(card)
         issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
     return Evaluation(

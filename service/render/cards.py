@@ -1,11 +1,18 @@
 """Turn findings into CDS Hooks cards, using the card content in ``cards/`` (YAML, one per topic).
 
 This is the only place cards are built. Card text is data: a rule owner edits ``cards/*.yaml``
-and the service validates every file at startup (known topic, indicator, placeholders, actions).
+and the service validates every file at startup (known topic, indicator, placeholder syntax,
+actions).
+
+Placeholders are filled from the finding's ``details`` (what the rule found: ``{order}``,
+``{code}``, ...) and from values the renderer supplies to every card (``RENDERER_PLACEHOLDERS``),
+such as ``{ordering}``: "being signed" on order-sign, "being entered" on order-select, so card
+text matches the hook the clinician is in.
 """
 
 from __future__ import annotations
 
+import re
 import string
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,6 +29,15 @@ from service.yamlfile import read_mapping
 IdFactory = Callable[[], str]
 
 SUMMARY_LIMIT = 139  # CDS Hooks: "<140-character"
+
+Hook = Literal["order-sign", "order-select"]
+
+# Placeholders the renderer fills for every card, whatever the rule: by hook.
+_HOOK_VALUES: dict[str, dict[str, str]] = {
+    "order-sign": {"ordering": "being signed"},
+    "order-select": {"ordering": "being entered"},
+}
+RENDERER_PLACEHOLDERS = frozenset(_HOOK_VALUES["order-sign"])
 
 
 def new_id() -> str:
@@ -88,6 +104,38 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+_PLACEHOLDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_placeholders(text: str) -> None:
+    """Only plain `{name}` placeholders: no positional `{}`, attribute or index access,
+    conversion or format spec (values are plain strings from the rules), and balanced braces.
+    Raises ValueError naming the problem."""
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError as exc:  # unbalanced or stray braces
+        raise ValueError(f"bad placeholder syntax: {exc}") from None
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if not _PLACEHOLDER_NAME.match(name) or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(f"placeholder {{{shown}}} must be a plain lower-case name")
+
+
+def template_texts(template: CardTemplate) -> list[tuple[str, str]]:
+    """(field, text) for every text of a card template that takes placeholders."""
+    texts = [("summary", template.summary)]
+    if template.detail:
+        texts.append(("detail", template.detail))
+    for i, s in enumerate(template.suggestions):
+        texts += [
+            (f"suggestions[{i}].label", s.label),
+            (f"suggestions[{i}].description", s.description),
+        ]
+    return texts
+
+
 class _Strict(dict[str, str]):
     def __missing__(self, key: str) -> str:
         raise KeyError(key)
@@ -122,6 +170,11 @@ class CardCatalogue:
                 raise CardCatalogueError(f"{path}: unknown topic {template.topic!r}")
             if path.stem != template.topic:
                 raise CardCatalogueError(f"{path}: file name must be the topic code")
+            for where, text in template_texts(template):
+                try:
+                    check_placeholders(text)
+                except ValueError as exc:
+                    raise CardCatalogueError(f"{path}: {where}: {exc}") from None
             templates[template.topic] = template
         if shared is None:
             raise CardCatalogueError(f"{directory}/_shared.yaml is missing")
@@ -148,10 +201,15 @@ def render_card(
     rule_data: RuleData,
     render_actions: Callable[[Finding, SuggestionTemplate, str], list[Any]],
     new_uuid: IdFactory = new_id,
+    *,
+    hook: Hook = "order-sign",
 ) -> Card:
-    """One card for one finding. `render_actions` builds the CDS Hooks actions (FHIR JSON)."""
+    """One card for one finding. `render_actions` builds the CDS Hooks actions (FHIR JSON).
+
+    `hook` picks the wording of the renderer's own placeholders (`{ordering}`); they take
+    precedence over a rule detail of the same name."""
     template = catalogue.templates[finding.topic]
-    values = finding.details
+    values = {**finding.details, **_HOOK_VALUES[hook]}
     rule = rule_data.rules[finding.topic]
     suggestions = [
         Suggestion(
