@@ -23,6 +23,7 @@ from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
 from service.render.coverage_info import coverage_actions, updated_orders
 from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import assess_coverage, order_label
+from service.rules.data_quality import without_moot_reason_gaps
 from service.rules.engine import RULES, Rule, check_params, evaluate
 from service.rules.findings import Finding
 
@@ -136,6 +137,7 @@ def run(
         extra_gaps=draft_gaps,
     )
     options = Options.from_request(request.extension, option_defaults)
+    facts = without_moot_reason_gaps(facts, knowledge.rule_data)
     all_findings = evaluate(facts, knowledge.rule_data, knowledge.rules)
     findings = [
         f for f in all_findings if options.allows(knowledge.rule_data.rules[f.topic].card_type)
@@ -155,7 +157,7 @@ def run(
         system_actions, assertion_ids = coverage_actions(
             assessments,
             {d.ref: d.raw for d in drafts},
-            {o.ref: order_label(o) for o in facts.draft_orders},
+            {o.ref: order_label(o, knowledge.rule_data) for o in facts.draft_orders},
             knowledge.rule_data,
             today=today,
             new_uuid=new_uuid,
