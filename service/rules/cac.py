@@ -56,7 +56,7 @@ def bundling_conflict(facts: Facts, data: RuleData) -> Iterator[Finding]:
             order_refs=(order.ref, conflict_ref),
             details={
                 "order": order_label(order, data),
-                "conflict_code": conflict_code or "a contrast cardiac CT",
+                "conflict_code": conflict_code or "75572-75574",
                 "date": order.service_date.isoformat(),
             },
             actions=(ProposedAction(kind="delete-order", order_ref=order.ref),),
@@ -124,16 +124,17 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
 
 _SCREENING_MODIFIERS = (
-    "No cardiac symptom is documented, so Medicare treats this as **screening**, which the "
-    "statute excludes (§1862(a)(7)): the claim is denied **CO-96** and the patient may be "
-    "billed. The ABN is voluntary here but tells the patient they will pay. Claim modifier: "
-    "**GY**, plus **GX** when the voluntary ABN was given."
+    "No cardiac symptom is documented, so Medicare would treat this as **screening**, which it "
+    "does not cover (statutory exclusion, §1862(a)(7)); a claim would be denied **CO-96**. The "
+    "ABN is voluntary here and tells the patient before the scan that they will pay. If a claim "
+    "is submitted (for example, at the patient's request), use modifier **GY**, plus **GX** "
+    "when the voluntary ABN was given."
 )
 _DIAGNOSTIC_MODIFIERS = (
-    "A cardiac symptom is documented, so Medicare denies the scan as **not reasonable and "
-    "necessary** (§1862(a)(1)(A)): only a signed ABN lets the practice bill the patient. "
-    "Claim modifier: **GA** with the signed ABN on file (**GZ** without one; the patient "
-    "cannot then be billed)."
+    "A cardiac symptom is documented, so Medicare would deny the scan as **not reasonable and "
+    "necessary** (§1862(a)(1)(A)) unless the MAC's policy covers the diagnosis; only a signed "
+    "ABN lets the practice bill the patient. If a claim is submitted, use modifier **GA** when "
+    "the signed ABN is on file (**GZ** when none was obtained; the patient cannot then be billed)."
 )
 
 

@@ -391,8 +391,8 @@ def _assess_cac(facts: Facts, data: RuleData, order: Order, found: list[Finding]
         draft.covered = "conditional"
         draft.doc_needed = ["clinical"]
         draft.need_info(
-            "Document the risk-factor diagnosis that supports medical necessity "
-            "(e.g. E78.5, Z82.49, diabetes, hypertension)"
+            "If the patient has a cardiovascular risk factor (e.g. hyperlipidemia, family "
+            "history of ischemic heart disease, diabetes, hypertension), document it on the order"
         )
     return draft
 

@@ -444,7 +444,7 @@ def acute_coronary_evidence(
     if window is None:
         window = timedelta(days=int(data.param("ffrct-excluded-history", "acute_mi_days")))
     acs = data.codes("acute_coronary")
-    label = "suspected acute coronary syndrome / unstable angina"
+    label = "unstable angina / suspected ACS"
     found: list[str] = []
     stated = acs.matches(sorted(order.reason_codes))
     if stated:

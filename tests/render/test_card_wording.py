@@ -94,8 +94,7 @@ WORST: dict[str, dict[str, str]] = {
     "ffrct-excluded-history": {
         "order": "FFR-CT (75580)",
         "history": "history of coronary stent (Z95.5)",
-        "first": "suspected acute coronary syndrome / unstable angina (I24.9) on the active "
-        "problem list",
+        "first": "unstable angina / suspected ACS (SNOMED CT 394659003) on the active problem list",
     },
     "ffrct-legacy-code": {"order": "FFR-CT (0504T)", "legacy_code": "0504T"},
     "ffrct-screening-use": {"order": "FFR-CT (75580)", "reason_code": "Z00.01"},

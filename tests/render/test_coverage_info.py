@@ -388,7 +388,7 @@ def test_cac_bundled_with_a_same_day_ccta_is_not_covered(data: RuleData) -> None
 def test_cac_without_payer_policy_still_asks_for_the_risk_factor(data: RuleData) -> None:
     got = assess(facts("commercial", "commercial-other", order("SR/cac", CAC)), data)["SR/cac"]
     assert (got.covered, got.doc_needed) == ("conditional", ("clinical",))
-    assert any("risk-factor diagnosis" in r for r in got.reasons)
+    assert any("cardiovascular risk factor" in r for r in got.reasons)
 
 
 def test_undetermined_primary_is_conditional_with_a_reason(data: RuleData) -> None:
