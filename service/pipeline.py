@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
-from service.facts.build import REQUEST_TYPES, DraftOrder, build_facts
+from service.facts.build import REQUEST_TYPES, CodeReader, DraftOrder, build_facts, is_in_scope
 from service.facts.model import DataGap
 from service.fhir.gather import GatheredData
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
@@ -115,6 +115,40 @@ def parse_drafts(draft_bundle: Mapping[str, Any]) -> tuple[list[DraftOrder], lis
     return drafts, gaps
 
 
+@dataclass(frozen=True)
+class ParsedDrafts:
+    """The draft orders of a hook call, parsed before any patient data is read."""
+
+    drafts: list[DraftOrder]
+    gaps: list[DataGap]
+    in_scope: bool  # a focus order (a selection, on order-select) is FFR-CT or calcium score
+
+
+def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
+    """Parse the draft orders and say whether any focus order is one this service checks.
+
+    An EHR calls the service for every order signed, most of them out of scope (a chest X-ray,
+    a statin): those are answered without reading the prefetch or building facts. A draft that
+    cannot be read counts as in scope: the full path reports it (data-incomplete card).
+    """
+    drafts, gaps = parse_drafts(request.context["draftOrders"])
+    selections = (
+        set(request.context.get("selections") or []) if request.hook == "order-select" else None
+    )
+    codes = CodeReader(knowledge.rule_data)
+    focus = [d for d in drafts if selections is None or d.ref in selections]
+    in_scope = bool(gaps) or any(
+        is_in_scope(codes.concept(getattr(d.model, "code", None)), knowledge.rule_data)
+        for d in focus
+    )
+    return ParsedDrafts(drafts, gaps, in_scope)
+
+
+def out_of_scope() -> Evaluation:
+    """The answer for a call with no order this service checks: no cards, nothing asserted."""
+    return Evaluation(HookResponse(cards=[]), issued=())
+
+
 def run(
     request: HookRequest,
     data: GatheredData,
@@ -123,10 +157,12 @@ def run(
     option_defaults: Mapping[str, Any],
     today: date,
     new_uuid: IdFactory = new_id,
+    parsed: ParsedDrafts | None = None,
 ) -> Evaluation:
     """Evaluate one hook call on the gathered data."""
     context = request.context
-    drafts, draft_gaps = parse_drafts(context["draftOrders"])
+    parsed = parsed or read_drafts(request, knowledge)
+    drafts, draft_gaps = parsed.drafts, parsed.gaps
     facts = build_facts(
         hook=request.hook,
         context=context,

@@ -17,7 +17,7 @@ from service.cdshooks.discovery import ServiceRegistry
 from service.cdshooks.models import HookRequest, ServiceDefinition
 from service.config import Settings
 from service.fhir.gather import gather
-from service.pipeline import Evaluation, Knowledge, run
+from service.pipeline import Evaluation, Knowledge, out_of_scope, read_drafts, run
 from service.render.cards import IdFactory, new_id
 from service.security.auth import Authenticator, Caller
 
@@ -37,6 +37,9 @@ class Runtime:
     async def answer(
         self, service: ServiceDefinition, request: HookRequest, caller: Caller
     ) -> Evaluation:
+        parsed = read_drafts(request, self.knowledge)
+        if not parsed.in_scope:
+            return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
         allowance = None
         if request.fhirServer:
             allowance = caller.fhir_allowance(request.fhirServer)
@@ -60,4 +63,5 @@ class Runtime:
             option_defaults=self.services.option_defaults,
             today=self.today(),
             new_uuid=self.new_uuid,
+            parsed=parsed,
         )

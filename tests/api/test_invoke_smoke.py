@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import httpx
+
 from tests.support.conformance import conformant_body, topics
 from tests.support.fhir_json import PREFETCH_KEYS, service_request
 
@@ -51,3 +53,74 @@ async def test_different_dates_do_not_conflict(make_settings: Any, app_client: A
         response = await client.post(ORDER_SIGN_URL, json=request)
     assert response.status_code == 200
     assert topics(response.json()) == ["coverage-missing"]
+
+
+class _RecordingTransport(httpx.AsyncBaseTransport):
+    """Stands in for a FHIR server: records every request it is sent, answers 500."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(500)
+
+
+def _out_of_scope_request(**changes: Any) -> dict[str, Any]:
+    request = copy.deepcopy(REQUEST)
+    request["context"]["draftOrders"]["entry"] = [
+        {"resource": service_request("cxr-1", "71046", patient=PATIENT)},
+        {"resource": service_request("ccta-1", "75574", patient=PATIENT)},
+    ]
+    request.update(changes)
+    return request
+
+
+async def test_out_of_scope_orders_read_no_patient_data(
+    make_settings: Any, app_client: Any
+) -> None:
+    """A chest X-ray and a CCTA: no order this service checks. The answer is no cards, without
+    reading the prefetch (garbage here would otherwise be a data-incomplete card) or contacting
+    the FHIR server for the keys left out."""
+    fhir = _RecordingTransport()
+    settings = make_settings(
+        auth={
+            "enabled": False,
+            "unauthenticated_fhir_servers": [
+                {"base_url": "https://ehr.example/fhir", "allow_without_token": True}
+            ],
+        }
+    )
+    broken = _out_of_scope_request(
+        prefetch={
+            "coverage": {
+                "resourceType": "Bundle",
+                "entry": [{"resource": {"resourceType": "Coverage"}}],
+            }
+        },
+        fhirServer="https://ehr.example/fhir",
+    )
+    async with app_client(settings, fhir_transport=fhir) as client:
+        body = conformant_body(await client.post(ORDER_SIGN_URL, json=broken))
+        assert body == {"cards": []}
+        assert fhir.requests == []
+        # The same chart with a calcium score added is read, so the fetch path is exercised.
+        in_scope = copy.deepcopy(broken)
+        in_scope["context"]["draftOrders"]["entry"].append(
+            {"resource": service_request("cac-1", "75571", patient=PATIENT)}
+        )
+        body = conformant_body(await client.post(ORDER_SIGN_URL, json=in_scope))
+        assert "data-incomplete" in topics(body)
+        assert fhir.requests, body
+
+
+async def test_an_unreadable_draft_is_never_taken_as_out_of_scope(
+    make_settings: Any, app_client: Any
+) -> None:
+    request = _out_of_scope_request()
+    request["context"]["draftOrders"]["entry"].append(
+        {"resource": {"resourceType": "ServiceRequest", "id": "bad", "status": 42}}
+    )
+    async with app_client(make_settings()) as client:
+        body = conformant_body(await client.post(ORDER_SIGN_URL, json=request))
+    assert topics(body) == ["data-incomplete"]
