@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -15,7 +17,7 @@ from service.api.audit_trail import AuditTrail
 from service.api.limits import BodySizeLimit
 from service.api.routes import router
 from service.cdshooks.discovery import ServiceRegistry
-from service.config import Settings
+from service.config import Settings, load_settings
 from service.pipeline import Knowledge
 from service.runtime import Runtime
 from service.security.auth import build_authenticator
@@ -93,3 +95,10 @@ def create_app(
         max_age=600,
     )
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `serve --workers N`: the settings are read again from
+    the same config file (CARDIAC_CDS_CONFIG) and environment as the parent's."""
+    config = os.environ.get("CARDIAC_CDS_CONFIG")
+    return create_app(load_settings(Path(config) if config else None))

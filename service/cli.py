@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -50,6 +51,14 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes (uvicorn's process manager). More than one needs "
+            "cache.redis_url, so every worker shares the JWT replay cache.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP service."""
     import uvicorn
@@ -58,15 +67,59 @@ def serve(
 
     settings = _settings(config)
     _configure_logging(settings.log_level)
+    if workers > 1 and settings.auth.enabled and not settings.cache.redis_url:
+        # Each worker would keep its own jti replay cache: a token replayed to another worker
+        # would be accepted. Refuse rather than weaken replay detection.
+        typer.echo(
+            "--workers > 1 needs cache.redis_url: the JWT replay cache must be shared by the "
+            "workers (or run one worker per process behind a load balancer, each with Redis)",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
-        application = create_app(settings)
-    except Exception as exc:  # startup validation of rules/cards/keys: say what is wrong
+        application = create_app(settings)  # startup validation: rules, cards, keys
+        if workers > 1:
+            _migrate_once(settings)  # before the workers start, so they never race on it
+    except Exception as exc:  # say what is wrong, never a traceback
         typer.echo(f"startup failed: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"serving CDS Hooks discovery at {settings.service_url('/cds-services')}", err=True)
+    if workers == 1:
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+        return
+    if config is not None:
+        os.environ["CARDIAC_CDS_CONFIG"] = str(config.resolve())  # read again by each worker
     uvicorn.run(
-        application, host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+        "service.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
     )
+
+
+def _migrate_once(settings: Settings) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.storage.database import make_engine, migrate
+
+    engine = make_engine(settings.storage.url)
+    try:
+        migrate(engine)
+    except (SQLAlchemyError, OSError) as exc:  # the workers start degraded and retry
+        logging.getLogger(__name__).error(
+            "storage unreachable before start: %s", type(exc).__name__
+        )
+    finally:
+        engine.dispose()
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -37,17 +38,23 @@ def _drop(data: Any, loc: tuple[int | str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=256)  # bounded: unknown types raise and are not cached anyway
+def _model_class(resource_type: str) -> type[Resource]:
+    """The R4B model class for a resource type, looked up once (the lookup imports a module)."""
+    return cast(type[Resource], get_fhir_model_class(resource_type))
+
+
 def parse_resource(raw: Any) -> Resource | Skipped:
     """Parse one resource JSON object into its R4B model, tolerating unknown members."""
     if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
         return Skipped("unknown", "not a FHIR resource (no resourceType)")
     resource_type = raw["resourceType"]
     try:
-        model = get_fhir_model_class(resource_type)
+        model = _model_class(resource_type)
     except (KeyError, ValueError):
         return Skipped(resource_type, "unknown resource type")
     try:
-        return cast(Resource, model.model_validate(raw))
+        return model.model_validate(raw)
     except ValidationError as first:
         extras = [e["loc"] for e in first.errors() if e["type"] == "extra_forbidden"]
         if not extras or len(extras) != first.error_count():
@@ -56,7 +63,7 @@ def parse_resource(raw: Any) -> Resource | Skipped:
     for loc in extras:
         _drop(cleaned, tuple(loc))
     try:
-        return cast(Resource, model.model_validate(cleaned))
+        return model.model_validate(cleaned)
     except ValidationError as second:
         return Skipped(resource_type, _summary(second))
 

@@ -7,8 +7,10 @@ never logged: issuer, kid and jti at most.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -117,10 +119,12 @@ class Authenticator:
             return Caller(None, None, tuple(auth.unauthenticated_fhir_servers))
         token = _bearer_token(authorization)
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse for header and issuer; the signature is checked below.
+            parts = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
         except PyJWTError:
             raise Unauthorized("malformed JWT") from None
+        header: dict[str, Any] = parts["header"]
+        unverified: dict[str, Any] = parts["payload"]
         alg, kid = header.get("alg"), header.get("kid")
         if header.get("typ") != "JWT":
             raise Unauthorized("header typ is not JWT")
@@ -185,10 +189,17 @@ class Authenticator:
             if jwk.get("alg", alg) != alg:
                 raise Unauthorized(f"kid {_shown(kid)} is registered for another alg")
             try:
-                return jwt.PyJWK(jwk, algorithm=alg)
+                return _key_object(json.dumps(jwk, sort_keys=True), alg)
             except PyJWTError:
                 raise Unauthorized(f"kid {_shown(kid)} does not fit alg {alg}") from None
         raise Unauthorized(f"unknown kid {_shown(kid)} for issuer {client.issuer}")
+
+
+@lru_cache(maxsize=256)
+def _key_object(jwk_json: str, alg: str) -> jwt.PyJWK:
+    """A JWK turned into a key object once, not on every call: keyed by the JWK's content, so a
+    rotated key set (new content under the same kid) is parsed anew."""
+    return jwt.PyJWK(json.loads(jwk_json), algorithm=alg)
 
 
 def _shown(value: str) -> str:
