@@ -15,7 +15,9 @@ from typing import Any
 
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
 from service.facts.build import REQUEST_TYPES, CodeReader, DraftOrder, build_facts, is_in_scope
+from service.facts.clinical import ref_key
 from service.facts.model import DataGap
+from service.facts.relevance import RelevanceFilter
 from service.fhir.gather import GatheredData
 from service.fhir.parse import Skipped, bundle_resources, parse_resource
 from service.render.actions import ActionBuilder, OrderContext
@@ -122,6 +124,16 @@ class ParsedDrafts:
     drafts: list[DraftOrder]
     gaps: list[DataGap]
     in_scope: bool  # a focus order (a selection, on order-select) is FFR-CT or calcium score
+
+    def relevance(self, knowledge: Knowledge) -> RelevanceFilter:
+        """Which prefetched or fetched resources are worth validating for these orders."""
+        reasons = {
+            key
+            for d in self.drafts
+            for r in getattr(d.model, "reasonReference", None) or []
+            if r is not None and (key := ref_key(r.reference)) is not None
+        }
+        return RelevanceFilter(knowledge.rule_data, reasons)
 
 
 def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:

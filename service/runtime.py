@@ -55,6 +55,7 @@ class Runtime:
             allowance=allowance,
             http=self.http,
             settings=self.settings.fhir,
+            keep=parsed.relevance(self.knowledge),
         )
         return run(
             request,

@@ -49,22 +49,25 @@ class CodeReader:
     def coding_codes(self, codings: Iterable[Any] | None, *, diagnosis: bool = False) -> set[Code]:
         """With `diagnosis` (a reason or a Condition), a system-less ICD-10-CM-shaped code
         without its dot ("R079") is ICD-10-CM too: no other code system used there looks so."""
-        found: set[Code] = set()
-        for coding in codings or []:
-            if coding is None or not coding.code:
-                continue
-            code = coding.code.strip()
-            system = self._systems.get(coding.system or "", coding.system or "")
-            if not system and _looks_like_cpt(code):
-                system = "cpt"  # seen in the wild: CPT codes sent without a system
-            elif not system and _DOTTED_ICD10.match(code):
-                system = "icd10cm"  # "R07.9" with no system: the dot makes it unambiguous
-            elif not system and diagnosis and _UNDOTTED_ICD10.match(code.upper()):
-                system = "icd10cm"
-            elif system == "hcpcs" and _looks_like_cpt(code):
-                system = "cpt"  # CPT is HCPCS Level I; Level II codes start with a letter
-            found.add(Code(system, normalise_code(system, code)))
-        return found
+        return {
+            self.code(coding.system, coding.code, diagnosis=diagnosis)
+            for coding in codings or []
+            if coding is not None and coding.code
+        }
+
+    def code(self, system_uri: str | None, value: str, *, diagnosis: bool = False) -> Code:
+        """One coding, normalised (also for raw JSON, before any model is built)."""
+        code = value.strip()
+        system = self._systems.get(system_uri or "", system_uri or "")
+        if not system and _looks_like_cpt(code):
+            system = "cpt"  # seen in the wild: CPT codes sent without a system
+        elif not system and _DOTTED_ICD10.match(code):
+            system = "icd10cm"  # "R07.9" with no system: the dot makes it unambiguous
+        elif not system and diagnosis and _UNDOTTED_ICD10.match(code.upper()):
+            system = "icd10cm"
+        elif system == "hcpcs" and _looks_like_cpt(code):
+            system = "cpt"  # CPT is HCPCS Level I; Level II codes start with a letter
+        return Code(system, normalise_code(system, code))
 
     def concept(self, concept: CodeableConcept | None, *, diagnosis: bool = False) -> set[Code]:
         return self.coding_codes(concept.coding if concept else None, diagnosis=diagnosis)

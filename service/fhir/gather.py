@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -50,6 +50,10 @@ class GatheredData:
     resources: dict[str, list[Resource]] = field(default_factory=dict)
     provenance: dict[str, KeySource] = field(default_factory=dict)
     gaps: list[DataGap] = field(default_factory=list)
+    # Which raw resources are worth validating into models (None: all). Validation is most of
+    # the cost of a call; a problem list of 200 entries holds a handful the checks can read.
+    keep: Callable[[dict[str, Any]], bool] | None = None
+    passed_over: int = 0  # resources not validated because `keep` said no
 
     def of_type(self, model: type[R]) -> list[R]:
         """Every parsed resource of a model class, across keys, without duplicates (by id)."""
@@ -111,6 +115,9 @@ def parse_key(key: str, value: dict[str, Any], data: GatheredData) -> list[dict[
     parsed: list[Resource] = []
     skipped: list[Skipped] = []
     for raw in raws:
+        if data.keep is not None and isinstance(raw, dict) and not data.keep(raw):
+            data.passed_over += 1
+            continue
         result = parse_resource(raw)
         if isinstance(result, Skipped):
             skipped.append(result)
@@ -129,10 +136,12 @@ def parse_key(key: str, value: dict[str, Any], data: GatheredData) -> list[dict[
 
 
 def gather_prefetch(
-    templates: Mapping[str, str], prefetch: Mapping[str, dict[str, Any] | None] | None
+    templates: Mapping[str, str],
+    prefetch: Mapping[str, dict[str, Any] | None] | None,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[GatheredData, list[str]]:
     """Take what the client prefetched; return the data and the keys still to fetch."""
-    data = GatheredData()
+    data = GatheredData(keep=keep)
     to_fetch: list[str] = []
     prefetch = prefetch or {}
     for key in templates:
@@ -270,6 +279,7 @@ async def gather(
     allowance: FhirServerAllowance | None,
     http: httpx.AsyncClient,
     settings: FhirAccessSettings,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> GatheredData:
     """Prefetch, then fetch what is missing from the (allowlisted) FHIR server, then read the
     CCTA reports' results that neither brought. One deadline for all of it. Never raises.
@@ -279,7 +289,7 @@ async def gather(
     additional necessary data").
     """
     deadline = time.monotonic() + settings.deadline_seconds
-    data, to_fetch = gather_prefetch(templates, request.prefetch)
+    data, to_fetch = gather_prefetch(templates, request.prefetch, keep)
     endpoint, refusal = _endpoint(request, allowance)
     if to_fetch:
         if request.fhirServer and allowance is None:
