@@ -136,6 +136,44 @@ class ParsedDrafts:
         return RelevanceFilter(knowledge.rule_data, reasons)
 
 
+def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
+    """True when a look at the raw draft orders shows no focus order this service checks.
+
+    Cheaper than validating them: an EHR calls for every order signed. False whenever the look
+    cannot judge (a focus order whose code is missing or malformed): the full path decides.
+    """
+    entries = request.context["draftOrders"].get("entry")
+    if not isinstance(entries, list):
+        return False
+    selections = (
+        set(request.context.get("selections") or []) if request.hook == "order-select" else None
+    )
+    codes = CodeReader(knowledge.rule_data)
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            return False
+        kind = resource["resourceType"]
+        if kind != "ServiceRequest":
+            continue  # medication, device, diet, vision orders: no procedure code in scope
+        if selections is not None and f"{kind}/{resource.get('id')}" not in selections:
+            continue
+        concept = resource.get("code")
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list) or not codings:
+            return False
+        found = []
+        for coding in codings:
+            value = coding.get("code") if isinstance(coding, dict) else None
+            system = coding.get("system") if isinstance(coding, dict) else None
+            if not isinstance(value, str) or not (system is None or isinstance(system, str)):
+                return False
+            found.append(codes.code(system, value))
+        if is_in_scope(found, knowledge.rule_data):
+            return False
+    return True
+
+
 def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
     """Parse the draft orders and say whether any focus order is one this service checks.
 

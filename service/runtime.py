@@ -17,7 +17,14 @@ from service.cdshooks.discovery import ServiceRegistry
 from service.cdshooks.models import HookRequest, ServiceDefinition
 from service.config import Settings
 from service.fhir.gather import gather
-from service.pipeline import Evaluation, Knowledge, out_of_scope, read_drafts, run
+from service.pipeline import (
+    Evaluation,
+    Knowledge,
+    drafts_out_of_scope,
+    out_of_scope,
+    read_drafts,
+    run,
+)
 from service.render.cards import IdFactory, new_id
 from service.security.auth import Authenticator, Caller
 
@@ -37,9 +44,11 @@ class Runtime:
     async def answer(
         self, service: ServiceDefinition, request: HookRequest, caller: Caller
     ) -> Evaluation:
+        if drafts_out_of_scope(request, self.knowledge):
+            return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
         parsed = read_drafts(request, self.knowledge)
         if not parsed.in_scope:
-            return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
+            return out_of_scope()
         allowance = None
         if request.fhirServer:
             allowance = caller.fhir_allowance(request.fhirServer)

@@ -124,3 +124,21 @@ async def test_an_unreadable_draft_is_never_taken_as_out_of_scope(
     async with app_client(make_settings()) as client:
         body = conformant_body(await client.post(ORDER_SIGN_URL, json=request))
     assert topics(body) == ["data-incomplete"]
+
+
+async def test_out_of_scope_on_order_select_looks_at_the_selections_only(
+    make_settings: Any, app_client: Any
+) -> None:
+    """A calcium score already in the order list and a chest X-ray selected: the X-ray is what
+    decision support is about now, so nothing is read and no card is returned."""
+    request = copy.deepcopy(REQUEST)
+    request["hook"] = "order-select"
+    request["context"]["draftOrders"]["entry"] = [
+        {"resource": service_request("cac-1", "75571", patient=PATIENT)},
+        {"resource": service_request("cxr-1", "71046", patient=PATIENT)},
+    ]
+    request["context"]["selections"] = ["ServiceRequest/cxr-1"]
+    request["prefetch"]["coverage"] = {"resourceType": "Bundle", "entry": [{"resource": 1}]}
+    async with app_client(make_settings()) as client:
+        response = await client.post("/cds-services/cardiac-ct-order-select", json=request)
+    assert conformant_body(response) == {"cards": []}
