@@ -14,18 +14,12 @@ from service.fhir.gather import gather_prefetch
 from service.offline import coverage_summary
 from service.pipeline import Knowledge, run
 from tests.support.conformance import conformant_body, topics
+from tests.support.fhir_json import PREFETCH_KEYS
 
 ORDER_SIGN_URL = "/cds-services/cardiac-ct-order-sign"
 ORDER_SELECT_URL = "/cds-services/cardiac-ct-order-select"
-KEYS = (
-    "conditions",
-    "bmi",
-    "cctaReports",
-    "cctaResults",
-    "procedures",
-    "imagingStudies",
-    "cardiacOrders",
-)
+# Every prefetch key but the two each test writes itself.
+KEYS = tuple(key for key in PREFETCH_KEYS if key not in {"patient", "coverage"})
 
 
 def _order(order_id: str, system: str, code: str) -> dict[str, Any]:
