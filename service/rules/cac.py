@@ -166,6 +166,14 @@ def _symptomatic(codes: list[Code], data: RuleData) -> bool:
     return any(data.codes(name).any_in(codes) for name in ("cardiac_symptoms", "acute_coronary"))
 
 
+def _order_or_problem_list(facts: Facts, order: Order) -> list[Code]:
+    """The risk-factor check reads the order and the problem list (rules.md §3: "no supporting
+    diagnosis on the order or the problem list"); a Condition without a category counts as a
+    problem. An encounter diagnosis alone is not documentation on the order or problem list."""
+    charted = (d for d in facts.diagnoses if d.category != "encounter-diagnosis")
+    return [*order.reason_codes, *(code for d in charted for code in d.codes)]
+
+
 def _supporting_codes(facts: Facts, order: Order) -> list[Code]:
     return [*order.reason_codes, *(code for d in facts.diagnoses for code in d.codes)]
 
@@ -186,7 +194,7 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
         policy = payer_policy(facts, data, order, "cac")
         if policy is not None and policy.requires_supporting_diagnosis is False:
             continue
-        if supporting.any_in(_supporting_codes(facts, order)):
+        if supporting.any_in(_order_or_problem_list(facts, order)):
             continue
         if facts.unavailable("conditions") or _reasons_unreadable(order):
             continue

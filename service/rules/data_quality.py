@@ -52,7 +52,11 @@ def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
         needs_risk_factor = payer_kind(facts, order) == "commercial" and (
             policy is None or policy.requires_supporting_diagnosis is not False
         )
-        if needs_risk_factor and not data.codes("cac_supporting_diagnoses").any_in(known):
+        charted = [
+            c for d in facts.diagnoses if d.category != "encounter-diagnosis" for c in d.codes
+        ]
+        on_record = [*order.reason_codes, *charted]
+        if needs_risk_factor and not data.codes("cac_supporting_diagnoses").any_in(on_record):
             return True
         symptomatic = any(
             data.codes(name).any_in(known) for name in ("cardiac_symptoms", "acute_coronary")

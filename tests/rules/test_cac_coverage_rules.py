@@ -297,3 +297,19 @@ def test_abn_card_gives_one_modifier_answer(
     assert modifier in found.details["modifiers"]
     assert not_said not in found.details["modifiers"]
     assert found.actions[0].kind == "create-abn-task"
+
+
+@pytest.mark.parametrize(
+    ("category", "fires"),
+    [("problem-list-item", False), ("other", False), ("encounter-diagnosis", True)],
+)
+def test_risk_factor_is_read_from_the_order_and_the_problem_list(
+    data: RuleData, category: Any, fires: bool
+) -> None:
+    """rules.md §3: "no supporting diagnosis on the order or the problem list". A risk factor
+    coded only as an encounter diagnosis is not on either, so the card asks to document it."""
+    hypertension = Diagnosis(
+        "Condition/htn", frozenset({Code("snomed", "38341003")}), None, category=category
+    )
+    f = facts("commercial", "commercial-other", diagnoses=(hypertension,))
+    assert bool(list(cac.risk_factor_missing(f, data))) is fires
