@@ -33,8 +33,9 @@ def bundling_conflict(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """
     calcium_score = data.codes("cac_bundled")
     contrast = data.codes("cardiac_ct_with_contrast")
-    for order in facts.focus_orders:
-        if not calcium_score.any_in(order.codes):
+    for order in _cac_orders(facts, data):
+        billed = _cac_billed(facts, data, order)[0]  # S8092 is billed to Medicare as 75571
+        if not calcium_score.any_in([*order.codes, billed]):
             continue
         partners = [
             (other.ref, _first_code(other, data, "cardiac_ct_with_contrast"))
@@ -103,6 +104,12 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
         self_pay = cost_text(policy) if policy and policy.cost else None
         billed, code_note = _cac_billed(facts, data, order)
         diagnostic = _symptomatic(_supporting_codes(facts, order), data)
+        if diagnostic:
+            modifiers = _DIAGNOSTIC_MODIFIERS
+        elif _reasons_unreadable(order):
+            modifiers = _UNKNOWN_REASON_MODIFIERS
+        else:
+            modifiers = _SCREENING_MODIFIERS
         yield Finding(
             topic="cac-abn-required",
             order_refs=(order.ref,),
@@ -111,7 +118,7 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
                 "code": billed.code,
                 "code_note": code_note,
                 "self_pay": self_pay or "the practice's self-pay rate",
-                "modifiers": _DIAGNOSTIC_MODIFIERS if diagnostic else _SCREENING_MODIFIERS,
+                "modifiers": modifiers,
             },
             actions=(
                 ProposedAction(
@@ -129,6 +136,12 @@ _SCREENING_MODIFIERS = (
     "ABN is voluntary here and tells the patient before the scan that they will pay. If a claim "
     "is submitted (for example, at the patient's request), use modifier **GY**, plus **GX** "
     "when the voluntary ABN was given."
+)
+_UNKNOWN_REASON_MODIFIERS = (
+    "The order's reason could not be read, so whether Medicare would treat this as "
+    "**screening** (statutory exclusion; claim modifier **GY**, plus **GX** with a voluntary "
+    "ABN) or as **not reasonable and necessary** (modifier **GA** with the signed ABN, **GZ** "
+    "without one) depends on the documented indication. Code the reason on the order."
 )
 _DIAGNOSTIC_MODIFIERS = (
     "A cardiac symptom is documented, so Medicare would deny the scan as **not reasonable and "

@@ -33,7 +33,7 @@ MEDICARE_LCD_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 # limitation the record shows (stent, bypass, recent MI, stenosis outside the range). A legacy
 # code is a coding fix: the claim carries 75580 (billingCode) whatever the order says.
 FFRCT_UNDOCUMENTED = {
-    "ffrct-symptoms-missing": "no cardiac symptoms are documented",
+    "ffrct-symptoms-missing": "no stable cardiac symptom is documented",
     "ffrct-screening-use": "the stated reason is screening; FFR-CT is for symptomatic patients",
     "ffrct-ccta-missing": "no CCTA is on file or ordered",
     "ffrct-stenosis-undocumented": (

@@ -27,9 +27,10 @@ def without_moot_reason_gaps(facts: Facts, data: RuleData) -> Facts:
     """Drop the reason gaps when no check depended on the unreadable reason.
 
     A reason the service cannot read silences a check only when the answer could turn on it:
-    no stable symptom documented elsewhere (FFR-CT), a screening reason stated (FFR-CT), no
-    risk factor documented elsewhere under a commercial payer, or a payer that denies
-    screening (calcium score). Otherwise the card would say a check was skipped that ran, and
+    always for FFR-CT (the excluded-history check reads the reason: unstable angina, a recent
+    MI); for a calcium score, no risk factor documented elsewhere under a commercial payer, a
+    payer that denies screening, or Original Medicare with no symptom on record (the ABN card's
+    claim-modifier advice depends on whether the order is screening or diagnostic). Otherwise the card would say a check was skipped that ran, and
     CRD would downgrade a `covered` answer for nothing.
     """
     if not any(g.key in REASON_GAP_KEYS for g in facts.gaps):
@@ -42,14 +43,15 @@ def without_moot_reason_gaps(facts: Facts, data: RuleData) -> Facts:
 
 def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
     family = family_of(order, data)
-    known = [*order.reason_codes, *(c for d in facts.diagnoses for c in d.codes)]
     if family == "ffrct":
-        symptom = data.codes("cardiac_symptoms").any_in(known)
-        screening = data.codes("screening_reasons").any_in(order.reason_codes)
-        return not symptom or screening
+        # The excluded-history check reads the order's reasons (unstable angina, acute MI, a
+        # stent stated as the reason): an unreadable reason always leaves it unanswered.
+        return True
     if family == "cac":
+        known = [*order.reason_codes, *(c for d in facts.diagnoses for c in d.codes)]
         policy = payer_policy(facts, data, order, "cac")
-        needs_risk_factor = payer_kind(facts, order) == "commercial" and (
+        kind = payer_kind(facts, order)
+        needs_risk_factor = kind == "commercial" and (
             policy is None or policy.requires_supporting_diagnosis is not False
         )
         charted = [
@@ -61,6 +63,8 @@ def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
         symptomatic = any(
             data.codes(name).any_in(known) for name in ("cardiac_symptoms", "acute_coronary")
         )
+        if kind == "original-medicare" and not symptomatic:
+            return True  # screening (GY/GX) or diagnostic (GA/GZ): the reason decides
         return policy is not None and policy.screening_denied and not symptomatic
     return False
 

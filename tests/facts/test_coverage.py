@@ -211,7 +211,8 @@ PLAN = {
     ("sopt", "payor", "plan_value"),
     [
         (None, "Humana", "H1036-077"),
-        (None, "Medicare", "H5216"),  # a contract number beats the bare word Medicare
+        (None, "Medicare", "H5216-001"),  # a contract number beats the bare word Medicare
+        (None, "Humana", "h5216-236-000"),  # contract, plan and segment
         ("6", "Blue Cross Blue Shield", "R5941-001"),
         (None, "Humana Gold Plus HMO", None),
     ],
@@ -224,6 +225,23 @@ def test_medicare_advantage_from_contract_numbers_and_plan_names(
         rule_data, [coverage("c1", sopt=sopt, payor={"display": payor}, **{"class": classes})]
     )
     assert result.primary.payer_kind == "medicare-advantage", result.primary.why
+
+
+@pytest.mark.parametrize("plan_value", ["H2000", "E1234-001", "S5601-001"])
+def test_plan_ids_that_are_not_ma_contracts_leave_the_sopt_code_in_charge(
+    rule_data: RuleData, plan_value: str
+) -> None:
+    """A bare 'H2000' may be a commercial plan code; E and S contracts may be drug-only."""
+    classes = [{**PLAN, "value": plan_value}]
+    result = facts_for(
+        rule_data,
+        [
+            coverage(
+                "c1", sopt="6", payor={"display": "Blue Cross Blue Shield"}, **{"class": classes}
+            )
+        ],
+    )
+    assert result.primary.payer_kind == "commercial"
 
 
 def test_a_group_number_shaped_like_a_contract_is_not_medicare_advantage(

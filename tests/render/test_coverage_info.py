@@ -124,7 +124,7 @@ def test_ffrct_missing_criterion_is_conditional_with_doc_needed(data: RuleData) 
     assert got.doc_needed == ("clinical",)
     assert got.doc_purpose == ("withorder",)
     assert got.info_needed == ("OTH",)
-    assert "cardiac symptoms" in got.reasons[0]
+    assert "cardiac symptom" in got.reasons[0]
     info_only = Finding(topic="ffrct-bmi-missing", order_refs=("SR/ffr",))
     assert assess(f, data, (info_only,))["SR/ffr"].covered == "covered"
 

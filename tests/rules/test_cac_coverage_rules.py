@@ -313,3 +313,21 @@ def test_risk_factor_is_read_from_the_order_and_the_problem_list(
     )
     f = facts("commercial", "commercial-other", diagnoses=(hypertension,))
     assert bool(list(cac.risk_factor_missing(f, data))) is fires
+
+
+def test_s8092_billed_as_75571_to_medicare_is_bundled_with_a_same_day_ccta(data: RuleData) -> None:
+    """S8092 reaches a Medicare claim as 75571 (billing_crosswalks), so the NCCI edit applies."""
+    ccta = order("ServiceRequest/ccta", Code("cpt", "75574"))
+    s8092 = order("ServiceRequest/cac", S8092)
+    for kind in ("original-medicare", "medicare-advantage"):
+        f = facts(kind, kind, s8092, ccta)
+        assert [x.order_refs[0] for x in cac.bundling_conflict(f, data)] == ["ServiceRequest/cac"]
+    commercial = facts("commercial", "bcbs-michigan", s8092, ccta)
+    assert list(cac.bundling_conflict(commercial, data)) == []
+
+
+def test_abn_modifier_advice_is_neutral_when_the_reason_cannot_be_read(data: RuleData) -> None:
+    unread = replace(order("ServiceRequest/cac", CAC), reasons_uncoded=True)
+    (found,) = cac.abn_required(facts("original-medicare", "original-medicare", unread), data)
+    assert "could not be read" in found.details["modifiers"]
+    assert "No cardiac symptom is documented" not in found.details["modifiers"]

@@ -103,8 +103,14 @@ async def test_order_select_deletes_only_the_selected_twin(
 @pytest.mark.parametrize(
     ("change", "checks"),
     [
-        ({"reasonCode": [{"text": "Chest pain on exertion"}]}, "symptoms; screening"),
-        ({"reasonReference": [{"reference": "Condition/elsewhere"}]}, "symptoms; screening"),
+        (
+            {"reasonCode": [{"text": "Chest pain on exertion"}]},
+            "symptoms; screening; excluded history (unstable angina, recent MI, stent or bypass)",
+        ),
+        (
+            {"reasonReference": [{"reference": "Condition/elsewhere"}]},
+            "symptoms; screening; excluded history (unstable angina, recent MI, stent or bypass)",
+        ),
         (
             {"supportingInfo": [{"reference": "DiagnosticReport/outside-ccta"}]},
             "CCTA on file; stenosis",
