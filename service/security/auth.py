@@ -170,18 +170,20 @@ class Authenticator:
     async def _public_key(
         self, client: TrustedClient, header: dict[str, Any], kid: str, alg: str
     ) -> jwt.PyJWK:
-        jku = header.get("jku")
+        # The issuer's configured keys are always tried, whatever the token's `jku` says (the
+        # CDS Hooks sandbox always sends one; a site pins its key set offline). An allowlisted
+        # `jku` is one more place to look, never the only one; any other `jku` is not fetched.
         sources: list[KeySource] = []
-        if jku is not None:
-            # Only allowlisted jku: otherwise anyone could point us at their own keys.
-            if not isinstance(jku, str) or jku not in client.allowed_jku:
-                raise Unauthorized(f"jku not allowlisted for issuer {client.issuer}")
-            sources.append(KeySource("url", jku))
-        else:
-            if client.jwks_file is not None:
-                sources.append(KeySource("file", str(client.jwks_file)))
-            if client.jwks_url is not None:
-                sources.append(KeySource("url", client.jwks_url))
+        if client.jwks_file is not None:
+            sources.append(KeySource("file", str(client.jwks_file)))
+        if client.jwks_url is not None:
+            sources.append(KeySource("url", client.jwks_url))
+        jku = header.get("jku")
+        allowed = isinstance(jku, str) and jku in client.allowed_jku
+        if allowed and jku != client.jwks_url:
+            sources.append(KeySource("url", str(jku)))
+        elif jku is not None and not allowed:
+            log.info("jku not allowlisted for issuer %s: not fetched", client.issuer)
         for source in sources:
             jwk = await self.keys.find(source, kid)
             if jwk is None:

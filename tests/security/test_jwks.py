@@ -75,7 +75,8 @@ async def test_unlisted_jku_is_never_fetched(make_settings: Any, app_client: Any
         response = await client.get("/cds-services", headers=bearer(forged))
     assert response.status_code == 401
     assert response.json() == EMPTY_401
-    assert server.requests == []
+    # Only the issuer's own configured key set was read; the attacker's URL never was.
+    assert server.requests == [JWKS_URL]
 
 
 async def test_key_rotation_picks_up_new_kid(make_settings: Any, app_client: Any) -> None:

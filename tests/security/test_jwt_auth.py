@@ -153,9 +153,10 @@ ATTACKS: list[tuple[str, Callable[[Keys], str], str]] = [
     ),
     ("missing-iss", lambda k: mint(k.ec, SERVICE_URL, iss=None), "issuer not trusted"),
     (
-        "jku-not-allowlisted",
-        lambda k: mint(k.ec, SERVICE_URL, headers={"jku": "https://evil.example/jwks.json"}),
-        "jku not allowlisted",
+        # A jku the issuer did not allowlist is never fetched, so a key only it serves is unknown.
+        "jku-not-allowlisted-unknown-key",
+        lambda k: mint(k.stranger, SERVICE_URL, headers={"jku": "https://evil.example/jwks.json"}),
+        "unknown kid",
     ),
     (
         "tampered-payload",
@@ -320,3 +321,24 @@ async def test_client_chosen_kid_cannot_forge_log_lines(
     assert any("unknown kid" in m for m in messages)  # the refusal was logged...
     assert not any("\n2026-01-01" in m for m in messages)  # ...without the raw newline
     assert all(len(m) < 1000 for m in messages)
+
+
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize("allowlisted", [False, True])
+async def test_pinned_keys_are_used_whatever_jku_the_token_names(
+    secured: Settings, app_client: Any, keys: Keys, allowlisted: bool
+) -> None:
+    """The CDS Hooks sandbox always sends a jku. With its key set pinned in `jwks_file` (no
+    outbound network, or pinned on purpose), its tokens verify: the pinned keys are tried by
+    kid whether or not the jku is allowlisted, and a jku that cannot be reached changes nothing
+    (issue 10 item 7)."""
+    if allowlisted:
+        client = secured.auth.clients[0].model_copy(update={"allowed_jku": [SANDBOX_JKU]})
+        auth = secured.auth.model_copy(update={"clients": [client]})
+        secured = secured.model_copy(update={"auth": auth})
+    token = mint(keys.ec, SERVICE_URL, headers={"jku": SANDBOX_JKU})
+    async with app_client(secured) as client:
+        response = await client.post(SERVICE_PATH, json=REQUEST, headers=bearer(token))
+    assert response.status_code == 200, response.text
