@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ class Runtime:
     ) -> Evaluation:
         if drafts_out_of_scope(request, self.knowledge):
             return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
-        parsed = read_drafts(request, self.knowledge)
+        # CPU-bound work runs off the event loop: a large call must not hold the others.
+        parsed = await asyncio.to_thread(read_drafts, request, self.knowledge)
         if not parsed.in_scope:
             return out_of_scope()
         allowance = None
@@ -66,7 +68,8 @@ class Runtime:
             settings=self.settings.fhir,
             keep=parsed.relevance(self.knowledge),
         )
-        return run(
+        return await asyncio.to_thread(
+            run,
             request,
             data,
             self.knowledge,

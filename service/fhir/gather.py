@@ -289,7 +289,8 @@ async def gather(
     additional necessary data").
     """
     deadline = time.monotonic() + settings.deadline_seconds
-    data, to_fetch = gather_prefetch(templates, request.prefetch, keep)
+    # Validating the prefetch is CPU-bound: off the event loop, so other calls go on meanwhile.
+    data, to_fetch = await asyncio.to_thread(gather_prefetch, templates, request.prefetch, keep)
     endpoint, refusal = _endpoint(request, allowance)
     if to_fetch:
         if request.fhirServer and allowance is None:

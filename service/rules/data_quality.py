@@ -30,8 +30,9 @@ def without_moot_reason_gaps(facts: Facts, data: RuleData) -> Facts:
     always for FFR-CT (the excluded-history check reads the reason: unstable angina, a recent
     MI); for a calcium score, no risk factor documented elsewhere under a commercial payer, a
     payer that denies screening, or Original Medicare with no symptom on record (the ABN card's
-    claim-modifier advice depends on whether the order is screening or diagnostic). Otherwise the card would say a check was skipped that ran, and
-    CRD would downgrade a `covered` answer for nothing.
+    claim-modifier advice depends on whether the order is screening or diagnostic). Otherwise
+    the card would say a check was skipped that ran, and CRD would downgrade a `covered` answer
+    for nothing.
     """
     if not any(g.key in REASON_GAP_KEYS for g in facts.gaps):
         return facts

@@ -103,6 +103,19 @@ def pending_ccta_orders(facts: Facts, data: RuleData) -> list[Order]:
     ]
 
 
+def ccta_targets(facts: Facts, data: RuleData) -> dict[str, CctaTarget | None]:
+    """The CCTA each FFR-CT draft is for (see `target_ccta`), for all drafts at once: the
+    75574 drafts and pending orders are listed once, so the cost is linear in the orders."""
+    ccta = data.codes("ccta_order")
+    new_cctas = [o for o in facts.draft_orders if ccta.any_in(o.codes)]
+    pending = pending_ccta_orders(facts, data)
+    return {
+        o.ref: _target(o, facts, new_cctas, pending)
+        for o in facts.draft_orders
+        if is_ffrct(o, data)
+    }
+
+
 def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None:
     """The CCTA the order is for, in this order of evidence.
 
@@ -115,15 +128,18 @@ def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None
        order on or after the latest CCTA's date is the newer CCTA).
     None: no CCTA is known.
     """
+    ccta = data.codes("ccta_order")
+    new_cctas = [o for o in facts.draft_orders if ccta.any_in(o.codes)]
+    return _target(order, facts, new_cctas, pending_ccta_orders(facts, data))
+
+
+def _target(
+    order: Order, facts: Facts, ccta_drafts: list[Order], pending: list[Order]
+) -> CctaTarget | None:
     linked = [c for c in facts.cctas if (c.aliases | {c.ref}) & order.linked_refs]
     if linked:
         return CctaTarget(ccta=linked[0])
-    new_cctas = [
-        o
-        for o in facts.draft_orders
-        if o.ref != order.ref and data.codes("ccta_order").any_in(o.codes)
-    ]
-    pending = pending_ccta_orders(facts, data)
+    new_cctas = [o for o in ccta_drafts if o.ref != order.ref]
     linked_orders = [o for o in new_cctas + pending if o.ref in order.linked_refs]
     if linked_orders:
         return CctaTarget(draft=linked_orders[0])
@@ -218,8 +234,9 @@ def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """
     if any(facts.unavailable(key) for key in CCTA_DATA_KEYS):
         return
+    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        if target_ccta(order, facts, data) is not None:
+        if targets[order.ref] is not None:
             continue
         if unseen_study_links(order, facts):
             continue
@@ -261,8 +278,9 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
     (non-diagnostic) has no range. A CCTA ordered but not yet read has no reading: silent.
     """
     low, high = _stenosis_range(facts, data)
+    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        target = target_ccta(order, facts, data)
+        target = targets[order.ref]
         ccta = target.ccta if target else None
         if ccta is None:
             continue
@@ -302,8 +320,9 @@ def stenosis_undocumented(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
     Not for a CCTA ordered but not yet read. CAD-RADS N counts as documented.
     """
+    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        target = target_ccta(order, facts, data)
+        target = targets[order.ref]
         ccta = target.ccta if target else None
         if ccta is None or ccta.cad_rads is not None or ccta.results_unread:
             continue  # unread results: unknown, not undocumented (the data gap says so)
@@ -553,7 +572,14 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
     orders = [o for o in facts.draft_orders if is_ffrct(o, data)]
     focus = {o.ref for o in ffrct_orders(facts, data)}
     priors = _priors(facts, data)
-    targets = {o.ref: target_ccta(o, facts, data) for o in orders}
+    targets = ccta_targets(facts, data)
+    position = {o.ref: i for i, o in enumerate(orders)}
+    # Drafts by what denotes their CCTA: twins are found by lookup, not by comparing every pair
+    # (a call with hundreds of FFR-CT drafts must not take seconds).
+    by_alias: dict[str, list[Order]] = {}
+    for other in orders:
+        for alias in _target_keys(targets[other.ref]):
+            by_alias.setdefault(alias, []).append(other)
     for index, order in enumerate(orders):
         if order.ref not in focus:
             continue
@@ -562,13 +588,12 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
         if prior is not None:
             yield _duplicate_finding(order, prior.ref, prior.label, data, on_file=True)
             continue
-        twins = [
-            other
-            for other in orders
-            if other.ref != order.ref and _same_target(targets[other.ref], target)
-        ]
+        found = {o.ref: o for key in _target_keys(target) for o in by_alias.get(key, [])}
+        twins = sorted(
+            (o for ref, o in found.items() if ref != order.ref), key=lambda o: position[o.ref]
+        )
         kept = [t for t in twins if t.ref not in focus] or [
-            t for t in twins if orders.index(t) < index
+            t for t in twins if position[t.ref] < index
         ]
         if kept:
             yield _duplicate_finding(
@@ -576,10 +601,9 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
             )
 
 
-def _same_target(a: CctaTarget | None, b: CctaTarget | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return bool(a.aliases & b.aliases)
+def _target_keys(target: CctaTarget | None) -> frozenset[str]:
+    """What identifies the CCTA a draft is for; drafts with no known CCTA share one key."""
+    return target.aliases if target is not None else frozenset({"<no CCTA known>"})
 
 
 def _duplicate_finding(
