@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -48,7 +49,7 @@ async def _json_body(request: Request) -> Any:
     if not body:
         raise ProblemError(400, "request body is empty; expected JSON")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProblemError(
             400, f"request body is not valid JSON: {exc.__class__.__name__}"
@@ -56,6 +57,22 @@ async def _json_body(request: Request) -> Any:
     except RecursionError:
         # Nesting deeper than the decoder's stack: no CDS Hooks request looks like this.
         raise ProblemError(400, "request body is nested too deeply") from None
+    except ValueError as exc:
+        # An integer longer than Python's conversion limit (4,300 digits), a non-finite number.
+        raise ProblemError(400, f"request body holds an unusable number: {exc}") from None
+
+
+def _finite_float(text: str) -> float:
+    """JSON numbers only: 1e999 would become infinity and be sent back as null (FHIR JSON and
+    CDS Hooks allow neither)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number too large to represent")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 # Discovery: https://cds-hooks.hl7.org/2.0/#discovery

@@ -55,6 +55,8 @@ def parse_resource(raw: Any) -> Resource | Skipped:
         return Skipped(resource_type, "unknown resource type")
     try:
         return model.model_validate(raw)
+    except RecursionError:
+        return Skipped(resource_type, "nested too deeply to read")
     except ValidationError as first:
         extras = [e["loc"] for e in first.errors() if e["type"] == "extra_forbidden"]
         if not extras or len(extras) != first.error_count():
@@ -64,6 +66,8 @@ def parse_resource(raw: Any) -> Resource | Skipped:
         _drop(cleaned, tuple(loc))
     try:
         return model.model_validate(cleaned)
+    except RecursionError:
+        return Skipped(resource_type, "nested too deeply to read")
     except ValidationError as second:
         return Skipped(resource_type, _summary(second))
 

@@ -311,3 +311,49 @@ async def test_never_500(shared_client: httpx.AsyncClient, request_body: dict[st
         assert_conformant_response(response.json())
     else:
         assert_outcome(response, response.status_code)
+
+
+def _with_number(literal: str) -> bytes:
+    """A valid order-sign call whose draft order carries `literal` as a JSON number."""
+    body = json.dumps(hook_request())
+    return body.replace('"status": "draft"', f'"status": "draft", "x": {literal}', 1).encode()
+
+
+@pytest.mark.parametrize(
+    ("literal", "needle"),
+    [
+        ("1e999", "number"),  # would become infinity, then null in systemActions
+        ("-1e999", "number"),
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("9" * 5000, "number"),  # longer than Python's int conversion limit
+    ],
+)
+async def test_unusable_numbers_are_a_400(
+    shared_client: httpx.AsyncClient, literal: str, needle: str
+) -> None:
+    """Issue 10 items 2 and 4: never a 500, never a null sent back."""
+    response = await shared_client.post(
+        ORDER_SIGN_URL, content=_with_number(literal), headers={"content-type": "application/json"}
+    )
+    assert_outcome(response, 400, needle)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
+    for _ in range(depth):
+        node = {"url": "http://example.org/nest", "extension": [node]}
+    return node
+
+
+async def test_deeply_nested_fhir_in_a_draft_order_is_reported_not_a_500(
+    shared_client: httpx.AsyncClient,
+) -> None:
+    """Issue 10 item 2: ~200 levels of extension nesting in a draft order made model
+    validation overflow the stack. The order is unreadable: a data-incomplete card, 200."""
+    order = service_request("cac-1", "75571")
+    order["extension"] = [_nested(400)]
+    response = await shared_client.post(ORDER_SIGN_URL, json=hook_request(order))
+    assert response.status_code == 200, response.text
+    assert_conformant_response(response.json())
+    assert "data-incomplete" in [c["source"]["topic"]["code"] for c in response.json()["cards"]]
