@@ -6,7 +6,9 @@ import copy
 from typing import Any
 
 import httpx
+import pytest
 
+from service.fhir.gather import GatheredData, parse_key
 from tests.support.conformance import conformant_body, topics
 from tests.support.fhir_json import PREFETCH_KEYS, service_request
 
@@ -142,3 +144,33 @@ async def test_out_of_scope_on_order_select_looks_at_the_selections_only(
     async with app_client(make_settings()) as client:
         response = await client.post("/cds-services/cardiac-ct-order-select", json=request)
     assert conformant_body(response) == {"cards": []}
+
+
+@pytest.mark.parametrize(
+    "entry", [[7], [{"fullUrl": "urn:x"}]], ids=["a-number-entry", "an-entry-without-resource"]
+)
+async def test_an_unreadable_search_answer_is_a_gap_not_no_coverage(
+    make_settings: Any, app_client: Any, entry: Any
+) -> None:
+    """Issue 10 item 3: a coverage answer whose `entry` cannot be read must not become "the
+    patient has no active Coverage" (coverage-missing); the check is reported as not run."""
+    request = copy.deepcopy(REQUEST)
+    request["prefetch"]["coverage"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": entry,
+    }
+    async with app_client(make_settings()) as client:
+        body = conformant_body(await client.post(ORDER_SIGN_URL, json=request))
+    assert "coverage-missing" not in topics(body)
+    assert "data-incomplete" in topics(body)
+
+
+@pytest.mark.parametrize("entry", [{"resource": {"resourceType": "Coverage"}}, "Coverage/1", 7])
+def test_a_fetched_answer_whose_entry_is_not_a_list_is_a_gap(entry: Any) -> None:
+    """The same on the fetch path, where a server's Bundle is not validated by the request
+    model: `entry` that is not a list is a gap on the key, not an empty search."""
+    data = GatheredData()
+    parse_key("coverage", {"resourceType": "Bundle", "type": "searchset", "entry": entry}, data)
+    assert data.resources["coverage"] == []
+    assert [g.key for g in data.gaps] == ["coverage"]
