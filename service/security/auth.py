@@ -125,6 +125,7 @@ class Authenticator:
             raise Unauthorized("malformed JWT") from None
         header: dict[str, Any] = parts["header"]
         unverified: dict[str, Any] = parts["payload"]
+        _check_claim_types(unverified)
         alg, kid = header.get("alg"), header.get("kid")
         if header.get("typ") != "JWT":
             raise Unauthorized("header typ is not JWT")
@@ -195,6 +196,18 @@ class Authenticator:
             except PyJWTError:
                 raise Unauthorized(f"kid {_shown(kid)} does not fit alg {alg}") from None
         raise Unauthorized(f"unknown kid {_shown(kid)} for issuer {client.issuer}")
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """CDS Hooks 2.0: `aud` is the URL of the endpoint called, a string (an array, even one
+    naming it, is refused). RFC 7519: `exp`, `iat` (and `nbf`) are NumericDate JSON numbers, not
+    strings or booleans. PyJWT would accept either."""
+    if "aud" in claims and not isinstance(claims["aud"], str):
+        raise Unauthorized("aud is not a string")
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthorized(f"{name} is not a number")
 
 
 @lru_cache(maxsize=256)
