@@ -199,6 +199,9 @@ async def test_wrong_method_is_405(
 ) -> None:
     response = await shared_client.request(method, path, json=hook_request())
     assert_outcome(response, 405)
+    # RFC 9110 §15.5.6: the 405 says which methods the resource has (issue 10 item 6).
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert method not in allowed and allowed & {"GET", "POST"}
 
 
 async def test_body_over_the_limit_is_413(make_settings: Any, app_client: Any) -> None:
