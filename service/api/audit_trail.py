@@ -25,7 +25,11 @@ _MAX_ID = 200  # column widths (hook: 100); longer values are junk or attacks, t
 
 
 def _short(value: Any, limit: int = _MAX_ID) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    """A client-given id as the audit stores it: cut to the column, and storable as UTF-8 (a
+    lone surrogate such as "\ud800" becomes "?", or the database would refuse the record)."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass

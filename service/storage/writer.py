@@ -131,6 +131,7 @@ class AuditWriter:
                     log.warning("audit storage reachable again; backlog being written")
                 failures = 0
                 self._failing = False
+                self._last_error = None  # recovered: /health no longer reports the old error
 
     async def _write(self, batch: list[AuditRecord]) -> int:
         """Write a batch. If the database refuses a record's content (not its availability),

@@ -194,3 +194,24 @@ async def test_dispute_lookup_by_hook_instance_with_feedback(
     assert json.loads(printed.output) == [record]
     missing = CliRunner().invoke(cli, ["audit", "no-such-instance"])
     assert missing.exit_code == 1
+
+
+async def test_a_call_with_a_lone_surrogate_in_its_ids_is_still_audited(
+    settings: Settings,
+) -> None:
+    """Issue 10 item 8: a patientId holding a lone surrogate (valid JSON, not valid UTF-8)
+    made the database refuse the audit record, so the call left no trace."""
+    body = with_instance("audit-surrogate-1")
+    body["context"]["patientId"] = "pat-\ud800"
+    served = ServedApp(settings)
+    async with served as client:
+        response = await client.post(
+            ORDER_SIGN_URL,
+            content=json.dumps(body).encode(),  # ensure_ascii: the surrogate as \\ud800
+            headers={"content-type": "application/json"},
+        )
+        await served.drain_audit()
+        [call] = calls_for(served.persistence.storage, "audit-surrogate-1")
+    assert response.status_code in (200, 400)
+    assert call.patient_id == "pat-?"
+    assert served.persistence.writer.health().dropped == 0

@@ -79,6 +79,7 @@ async def test_hooks_survive_an_outage_and_the_backlog_is_written_later(
     assert health_after.json()["status"] == "ok"
     assert (storage_after["auditQueueDepth"], storage_after["auditWritten"]) == (0, QUEUE_SIZE)
     assert storage_after["auditDropped"] == 7  # the loss stays visible
+    assert storage_after["lastError"] is None  # recovered (issue 10 item 8)
     assert written == QUEUE_SIZE
     # The oldest records were kept; the newest, arriving at a full queue, were dropped.
     assert instances == {f"outage-{i}" for i in range(QUEUE_SIZE)}
