@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +13,14 @@ import jwt
 from service.config import load_settings
 from service.security.auth import Authenticator
 from tests.api.test_invoke_smoke import REQUEST
-from tests.security.support import JwksServer, RecordingTransport, bearer, ec_key, jwks
+from tests.security.support import (
+    FEEDBACK,
+    JwksServer,
+    RecordingTransport,
+    bearer,
+    ec_key,
+    jwks,
+)
 from tests.support.conformance import assert_conformant_response
 from tests.support.fhir_server import running_fhir_server
 
@@ -109,3 +117,38 @@ def test_check_config_refuses_a_missing_client_key_file(tmp_path: Path) -> None:
     assert "absent.json" in result.output
     good = CliRunner().invoke(cli, ["check-config", "--config", str(DEPLOY / "sandbox.toml")])
     assert good.exit_code == 0, good.output
+
+
+async def test_sandbox_profile_with_a_pinned_key_file_works_offline(
+    app_client: Any, tmp_path: Path
+) -> None:
+    """Issue 10: tokens signed exactly as the sandbox signs them (ES384, its kid, its `jku`,
+    aud = URL, 300 s) against the sandbox profile with the key set pinned in a file: discovery,
+    a hook call and feedback all verify, and no key URL is ever contacted (no network)."""
+    key = ec_key("44823f3d-0b01-4a6c-a80e-b9d3e8a7226f")
+    pinned = tmp_path / "sandbox-jwks.json"
+    pinned.write_text(json.dumps(jwks(key)), encoding="utf-8")
+    unreachable = JwksServer({})  # every key URL answers 404: nothing may depend on one
+    settings = load_settings(DEPLOY / "sandbox.toml", public_base_url="https://cds.test")
+    client_config = settings.auth.clients[0].model_copy(update={"jwks_file": pinned})
+    settings = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"clients": [client_config]})}
+    )
+    base = "https://cds.test"
+    sign_path = "/cds-services/cardiac-ct-order-sign"
+    async with app_client(settings, jwks_transport=unreachable.transport()) as client:
+        client.base_url = base
+        discovery = await client.get(
+            "/cds-services", headers=bearer(_sandbox_style_token(key, f"{base}/cds-services"))
+        )
+        hook = await client.post(
+            sign_path, json=REQUEST, headers=bearer(_sandbox_style_token(key, base + sign_path))
+        )
+        feedback = await client.post(
+            f"{sign_path}/feedback",
+            json=FEEDBACK,
+            headers=bearer(_sandbox_style_token(key, f"{base}{sign_path}/feedback")),
+        )
+    assert (discovery.status_code, hook.status_code, feedback.status_code) == (200, 200, 200)
+    assert_conformant_response(hook.json())
+    assert unreachable.requests == []
