@@ -102,6 +102,12 @@ class FhirAccessSettings(_Section):
 
 class LimitsSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # What one call may carry (413 with an OperationOutcome naming the limit): a hook call is
+    # answered in milliseconds only if its work is bounded.
+    max_json_depth: int = Field(default=64, ge=16)  # FHIR in a Bundle nests ~15 deep
+    max_array_items: int = Field(default=10_000, ge=100)  # any one JSON array
+    max_draft_orders: int = Field(default=200, ge=1)  # context.draftOrders entries
+    max_feedback_items: int = Field(default=500, ge=1)  # feedback[] per call
 
 
 class StorageSettings(_Section):

@@ -76,3 +76,22 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def shape_problem(value: object, *, max_depth: int, max_items: int) -> str | None:
+    """Why a parsed JSON body is too large in shape (nesting, one array's length), or None.
+
+    Iterative, so a hostile body cannot exhaust the stack here either.
+    """
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > max_depth:
+            return f"JSON nested deeper than limits.max_json_depth ({max_depth})"
+        if isinstance(node, dict):
+            pending += [(child, depth + 1) for child in node.values()]
+        elif isinstance(node, list):
+            if len(node) > max_items:
+                return f"a JSON array longer than limits.max_array_items ({max_items})"
+            pending += [(child, depth + 1) for child in node]
+    return None

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from service.api.audit_trail import call_note
 from service.api.errors import ProblemError, describe_validation
 from service.api.feedback_items import store_feedback
+from service.api.limits import shape_problem
 from service.cdshooks.models import FeedbackRequest, HookRequest, OrderContext
 from service.runtime import Runtime
 from service.security.auth import Caller, Unauthorized
@@ -75,6 +76,13 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _check_shape(raw: Any, runtime: Runtime) -> None:
+    limits = runtime.settings.limits
+    problem = shape_problem(raw, max_depth=limits.max_json_depth, max_items=limits.max_array_items)
+    if problem is not None:
+        raise ProblemError(413, f"request body too large: {problem}")
+
+
 # Discovery: https://cds-hooks.hl7.org/2.0/#discovery
 @router.get("/cds-services")
 async def discovery(request: Request) -> JSONResponse:
@@ -97,6 +105,14 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
     note.read_request(raw)
     if not isinstance(raw, dict):
         raise ProblemError(400, "request body must be a JSON object")
+    _check_shape(raw, runtime)
+    drafts = (
+        raw.get("context", {}).get("draftOrders") if isinstance(raw.get("context"), dict) else None
+    )
+    entries = drafts.get("entry") if isinstance(drafts, dict) else None
+    limit = runtime.settings.limits.max_draft_orders
+    if isinstance(entries, list) and len(entries) > limit:
+        raise ProblemError(413, f"more draft orders than limits.max_draft_orders ({limit})")
     try:
         hook_request = HookRequest.model_validate(raw)
         OrderContext.model_validate(hook_request.context)
@@ -131,6 +147,11 @@ async def feedback(service_id: str, request: Request) -> JSONResponse:
     raw = await _json_body(request)
     if not isinstance(raw, dict):
         raise ProblemError(400, "request body must be a JSON object with a feedback array")
+    _check_shape(raw, runtime)
+    items = raw.get("feedback")
+    limit = runtime.settings.limits.max_feedback_items
+    if isinstance(items, list) and len(items) > limit:
+        raise ProblemError(413, f"more feedback items than limits.max_feedback_items ({limit})")
     try:
         parsed = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:

@@ -85,8 +85,8 @@ MALFORMED: list[tuple[str, bytes, int, tuple[str, ...]]] = [
     (
         "nested just under the decoder limit",
         b'{"context": ' + b"[" * 900 + b"]" * 900 + b"}",
-        400,
-        ("context",),
+        413,
+        ("limits.max_json_depth",),
     ),
     ("empty object", b"{}", 400, ("hook",)),
 ]
@@ -349,14 +349,49 @@ def _nested(depth: int) -> dict[str, Any]:
     return node
 
 
-async def test_deeply_nested_fhir_in_a_draft_order_is_reported_not_a_500(
+async def test_deeply_nested_fhir_in_a_draft_order_is_refused_not_a_500(
     shared_client: httpx.AsyncClient,
 ) -> None:
-    """Issue 10 item 2: ~200 levels of extension nesting in a draft order made model
-    validation overflow the stack. The order is unreadable: a data-incomplete card, 200."""
+    """Issue 10 item 2: ~200 levels of extension nesting in a draft order made model validation
+    overflow the stack (500). The body is refused up front, naming the limit."""
     order = service_request("cac-1", "75571")
     order["extension"] = [_nested(400)]
     response = await shared_client.post(ORDER_SIGN_URL, json=hook_request(order))
-    assert response.status_code == 200, response.text
-    assert_conformant_response(response.json())
-    assert "data-incomplete" in [c["source"]["topic"]["code"] for c in response.json()["cards"]]
+    assert_outcome(response, 413, "limits.max_json_depth")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (
+            lambda r: r["context"]["draftOrders"]["entry"].extend(
+                {"resource": service_request(f"o{i}", "71046")} for i in range(201)
+            ),
+            "limits.max_draft_orders",
+        ),
+        (
+            lambda r: r["context"]["draftOrders"]["entry"][0]["resource"].update(
+                {"x": list(range(10_001))}
+            ),
+            "limits.max_array_items",
+        ),
+    ],
+    ids=["draft-orders", "array-length"],
+)
+async def test_what_one_call_may_carry_is_bounded(
+    shared_client: httpx.AsyncClient, change: Callable[[dict[str, Any]], None], needle: str
+) -> None:
+    """Issue 10: a legal-size body can still hold work enough to stall a call (a 200,000-number
+    array, hundreds of orders); each bound is a documented setting and a 413 naming it."""
+    request = hook_request()
+    change(request)
+    response = await shared_client.post(ORDER_SIGN_URL, json=request)
+    assert_outcome(response, 413, needle)
+
+
+async def test_feedback_items_are_bounded(shared_client: httpx.AsyncClient) -> None:
+    item = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-12-01T10:00:00Z"}
+    response = await shared_client.post(
+        f"{ORDER_SIGN_URL}/feedback", json={"feedback": [item] * 501}
+    )
+    assert_outcome(response, 413, "limits.max_feedback_items")

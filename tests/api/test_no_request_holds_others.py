@@ -24,7 +24,8 @@ async def test_a_small_call_is_answered_while_a_large_one_is_evaluated(
     make_settings: Any, app_client: Any
 ) -> None:
     finished: list[str] = []
-    async with app_client(make_settings(auth={"enabled": False})) as client:
+    settings = make_settings(auth={"enabled": False}, limits={"max_draft_orders": 1000})
+    async with app_client(settings) as client:
 
         async def call(name: str, body: dict[str, Any]) -> dict[str, Any]:
             response = await client.post(ORDER_SIGN_URL, json=body)
