@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -558,41 +558,16 @@ async def _open_loop(
     count = len(tokens)
     bodies = bodies_with_instances(body, count)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    latencies: list[float] = []
-    lags: list[float] = []
-    errors = 0
     async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
         # open a few connections first, so the first scheduled sends do not pay for them
         await asyncio.gather(*(client.get(_health_url(url)) for _ in range(4)))
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
 
-        async def fire(i: int) -> None:
-            nonlocal errors
-            at = start + i / rate
-            await asyncio.sleep(max(0.0, at - loop.time()))
-            lags.append(loop.time() - at)
+        async def send(i: int) -> bool:
             headers = {"Authorization": f"Bearer {tokens[i]}", "Content-Type": "application/json"}
-            try:
-                response = await client.post(url, content=bodies[i], headers=headers)
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append(loop.time() - at)  # from the scheduled time: no coordinated omission
-            if response.status_code != 200 or not check(response.content):
-                errors += 1
+            response = await client.post(url, content=bodies[i], headers=headers)
+            return response.status_code == 200 and check(response.content)
 
-        await asyncio.gather(*(fire(i) for i in range(count)))
-    ms = [x * 1000 for x in latencies]
-    return Latency(
-        p50_ms=percentile(ms, 50),
-        p99_ms=percentile(ms, 99),
-        max_ms=max(ms, default=float("nan")),
-        count=len(ms),
-        errors=errors,
-        max_lag_ms=max(lags, default=0.0) * 1000,
-        rate=rate,
-    )
+        return await _scheduled(rate, count, send)
 
 
 def _health_url(url: str) -> str:
@@ -672,38 +647,49 @@ async def bare_closed_loop(
 
 
 async def bare_open_loop(cfg: Settings, base_url: str, token: str, queries: list[str]) -> Latency:
-    rate = cfg.fetch_rate
-    count = int(rate * cfg.latency_seconds)
+    async with _bare_client(base_url, token, 64) as client:
+        await _bare_call(client, queries, 5)
+
+        async def send(_: int) -> bool:
+            await _bare_call(client, queries, 5)
+            return True
+
+        return await _scheduled(cfg.fetch_rate, int(cfg.fetch_rate * cfg.latency_seconds), send)
+
+
+async def _scheduled(rate: float, count: int, send: Callable[[int], Awaitable[bool]]) -> Latency:
+    """Open loop: call i is sent at start + i/rate whatever the earlier ones do; its latency
+    counts from that scheduled time (no coordinated omission). `send` says whether it was OK."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
     latencies: list[float] = []
     lags: list[float] = []
     errors = 0
-    async with _bare_client(base_url, token, 64) as client:
-        await _bare_call(client, queries, 5)
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
 
-        async def fire(i: int) -> None:
-            nonlocal errors
-            at = start + i / rate
-            await asyncio.sleep(max(0.0, at - loop.time()))
-            lags.append(loop.time() - at)
-            try:
-                await _bare_call(client, queries, 5)
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append(loop.time() - at)
+    async def fire(i: int) -> None:
+        nonlocal errors
+        at = start + i / rate
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        lags.append(loop.time() - at)
+        try:
+            ok = await send(i)
+        except httpx.HTTPError:
+            errors += 1
+            return
+        latencies.append(loop.time() - at)
+        if not ok:
+            errors += 1
 
-        await asyncio.gather(*(fire(i) for i in range(count)))
+    await asyncio.gather(*(fire(i) for i in range(count)))
     ms = [x * 1000 for x in latencies]
     return Latency(
-        percentile(ms, 50),
-        percentile(ms, 99),
-        max(ms, default=float("nan")),
-        len(ms),
-        errors,
-        max(lags, default=0.0) * 1000,
-        rate,
+        p50_ms=percentile(ms, 50),
+        p99_ms=percentile(ms, 99),
+        max_ms=max(ms, default=float("nan")),
+        count=len(ms),
+        errors=errors,
+        max_lag_ms=max(lags, default=0.0) * 1000,
+        rate=rate,
     )
 
 
