@@ -97,6 +97,18 @@ class Evaluation:
     data_sources: Mapping[str, str] = field(default_factory=dict)
 
 
+def without_nulls(value: Any) -> Any:
+    """A draft order as it may be sent back (update actions): FHIR JSON has no `null` and no
+    empty object or array, so members the EHR sent as null or empty are left out."""
+    if isinstance(value, dict):
+        cleaned = {k: without_nulls(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v is not None and v != {} and v != []}
+    if isinstance(value, list):
+        items = [without_nulls(v) for v in value]
+        return [v for v in items if v is not None and v != {} and v != []]
+    return value
+
+
 def parse_drafts(draft_bundle: Mapping[str, Any]) -> tuple[list[DraftOrder], list[DataGap]]:
     """Parse draft orders one by one; a bad ServiceRequest is reported, other bad ones ignored."""
     drafts: list[DraftOrder] = []
@@ -242,7 +254,7 @@ def run(
         )
         system_actions, assertion_ids = coverage_actions(
             assessments,
-            {d.ref: d.raw for d in drafts},
+            {d.ref: without_nulls(d.raw) for d in drafts},
             {o.ref: order_label(o, knowledge.rule_data) for o in facts.draft_orders},
             knowledge.rule_data,
             today=today,
@@ -252,7 +264,7 @@ def run(
         OrderContext(
             # An update suggestion starts from the order as the coverage system action updates
             # it, so the two updates agree (the extension survives accepting the suggestion).
-            drafts={d.ref: d.raw for d in drafts} | updated_orders(system_actions),
+            drafts={d.ref: without_nulls(d.raw) for d in drafts} | updated_orders(system_actions),
             patient_id=str(context["patientId"]),
             user_ref=str(context["userId"]),
             encounter_id=context.get("encounterId"),

@@ -56,11 +56,15 @@ async def _json_body(request: Request) -> Any:
             400, f"request body is not valid JSON: {exc.__class__.__name__}"
         ) from None
     except RecursionError:
-        # Nesting deeper than the decoder's stack: no CDS Hooks request looks like this.
-        raise ProblemError(400, "request body is nested too deeply") from None
-    except ValueError as exc:
+        # Nesting deeper than the decoder's stack: far past limits.max_json_depth.
+        raise ProblemError(
+            413, "request body too large: JSON nested deeper than limits.max_json_depth"
+        ) from None
+    except ValueError:
         # An integer longer than Python's conversion limit (4,300 digits), a non-finite number.
-        raise ProblemError(400, f"request body holds an unusable number: {exc}") from None
+        raise ProblemError(
+            400, "request body holds a number that is not finite or has too many digits"
+        ) from None
 
 
 def _finite_float(text: str) -> float:

@@ -81,7 +81,10 @@ class HookRequest(_Lenient):
     """https://cds-hooks.hl7.org/2.0/#http-request_1"""
 
     hook: NonEmptyStr
-    hookInstance: NonEmptyStr
+    # A UUID per the spec; bounded (and printable) so the audit trail never stores a megabyte.
+    hookInstance: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")
+    ]
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: JsonObject

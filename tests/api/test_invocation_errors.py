@@ -81,7 +81,12 @@ MALFORMED: list[tuple[str, bytes, int, tuple[str, ...]]] = [
     ("json string", b'"order-sign"', 400, ("JSON object",)),
     ("json number", b"42", 400, ("JSON object",)),
     ("json null", b"null", 400, ("JSON object",)),
-    ("deeply nested", b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, ()),
+    (
+        "deeply nested",
+        b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        413,
+        ("limits.max_json_depth",),
+    ),
     (
         "nested just under the decoder limit",
         b'{"context": ' + b"[" * 900 + b"]" * 900 + b"}",
@@ -327,8 +332,8 @@ def _with_number(literal: str) -> bytes:
     [
         ("1e999", "number"),  # would become infinity, then null in systemActions
         ("-1e999", "number"),
-        ("NaN", "NaN"),
-        ("Infinity", "Infinity"),
+        ("NaN", "number"),
+        ("Infinity", "number"),
         ("9" * 5000, "number"),  # longer than Python's int conversion limit
     ],
 )
@@ -395,3 +400,25 @@ async def test_feedback_items_are_bounded(shared_client: httpx.AsyncClient) -> N
         f"{ORDER_SIGN_URL}/feedback", json={"feedback": [item] * 501}
     )
     assert_outcome(response, 413, "limits.max_feedback_items")
+
+
+async def test_nulls_the_ehr_sent_are_not_sent_back(shared_client: httpx.AsyncClient) -> None:
+    """The coverage information update returns the draft order: FHIR JSON has no null and no
+    empty member, so what the EHR sent as null or empty is left out (hostile-input run)."""
+    order = service_request("cac-1", "75571")
+    order.update({"requester": None, "note": [], "reasonCode": [{"coding": None, "text": "x"}]})
+    request = hook_request(order)
+    coverage = {
+        "resourceType": "Coverage",
+        "id": "cov-1",
+        "status": "active",
+        "beneficiary": {"reference": "Patient/pat-protocol"},
+        "payor": [{"display": "Acme Health Plan"}],
+        "type": {"coding": [{"system": "https://nahdo.org/sopt", "code": "5"}]},
+    }
+    request["prefetch"]["coverage"] = {"resourceType": "Bundle", "entry": [{"resource": coverage}]}
+    response = await shared_client.post(ORDER_SIGN_URL, json=request)
+    assert response.status_code == 200, response.text
+    assert response.json()["systemActions"][0]["resource"]["id"] == "cac-1"  # the order, sent back
+    text = response.text
+    assert "null" not in text and "[]" not in text and "{}" not in text
