@@ -106,7 +106,7 @@ class LimitsSettings(_Section):
     # answered in milliseconds only if its work is bounded.
     max_json_depth: int = Field(default=64, ge=16)  # FHIR in a Bundle nests ~15 deep
     max_array_items: int = Field(default=10_000, ge=100)  # any one JSON array
-    max_draft_orders: int = Field(default=200, ge=1)  # context.draftOrders entries
+    max_draft_orders: int = Field(default=100, ge=1)  # context.draftOrders entries
     max_feedback_items: int = Field(default=500, ge=1)  # feedback[] per call
 
 

@@ -370,7 +370,7 @@ async def test_deeply_nested_fhir_in_a_draft_order_is_refused_not_a_500(
     [
         (
             lambda r: r["context"]["draftOrders"]["entry"].extend(
-                {"resource": service_request(f"o{i}", "71046")} for i in range(201)
+                {"resource": service_request(f"o{i}", "71046")} for i in range(101)
             ),
             "limits.max_draft_orders",
         ),
