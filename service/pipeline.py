@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
-from service.facts.build import REQUEST_TYPES, CodeReader, DraftOrder, build_facts, is_in_scope
+from service.facts.build import REQUEST_TYPES, CodeReader, DraftOrder, build_facts
 from service.facts.clinical import ref_key
 from service.facts.model import DataGap
 from service.facts.relevance import RelevanceFilter
@@ -181,7 +181,7 @@ def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
             if not isinstance(value, str) or not (system is None or isinstance(system, str)):
                 return False
             found.append(codes.code(system, value))
-        if is_in_scope(found, knowledge.rule_data):
+        if knowledge.rule_data.in_scope(found):
             return False
     return True
 
@@ -200,8 +200,7 @@ def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
     codes = CodeReader(knowledge.rule_data)
     focus = [d for d in drafts if selections is None or d.ref in selections]
     in_scope = bool(gaps) or any(
-        is_in_scope(codes.concept(getattr(d.model, "code", None)), knowledge.rule_data)
-        for d in focus
+        knowledge.rule_data.in_scope(codes.concept(getattr(d.model, "code", None))) for d in focus
     )
     return ParsedDrafts(drafts, gaps, in_scope)
 

@@ -22,7 +22,7 @@ from service.facts.coverage import coverage_facts
 from service.facts.dates import to_date
 from service.facts.model import Code, CodeSet, DataGap, Facts, Order
 from service.fhir.gather import GatheredData
-from service.rules.catalogue import CODE_FAMILY_LISTS, RuleData
+from service.rules.catalogue import RuleData
 from service.rules.codes import normalise_code
 
 REQUEST_TYPES = frozenset(
@@ -100,16 +100,6 @@ _UNDOTTED_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z][0-9A-Z]{0,4}$")
 
 def _looks_like_cpt(code: str) -> bool:
     return len(code) == 5 and (code.isdigit() or (code[:4].isdigit() and code[4] in "TFU"))
-
-
-def is_in_scope(codes: Iterable[Code], rule_data: RuleData) -> bool:
-    """An FFR-CT or calcium-score code (the code families payer policies are written for)."""
-    codes = list(codes)
-    return any(
-        rule_data.codes(name).any_in(codes)
-        for names in CODE_FAMILY_LISTS.values()
-        for name in names
-    )
 
 
 def order_from_model(

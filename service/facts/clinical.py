@@ -187,7 +187,7 @@ class ClinicalReader:
         """What the focus FFR-CT / calcium-score drafts say that the checks cannot read: a reason
         given as text only, a link to a CCTA report or imaging study not received. The checks
         that depend on it stay silent; these gaps make the data-incomplete card name them."""
-        in_scope = [o for o in drafts if o.selected and self._in_scope(o)]
+        in_scope = [o for o in drafts if o.selected and self.rule_data.in_scope(o.codes)]
         gaps = []
         if any(o.reasons_uncoded for o in in_scope):
             gaps.append(DataGap("reasonText", _UNCODED_REASON))
@@ -205,10 +205,6 @@ class ClinicalReader:
                 DataGap("linkedStudies", "the order links to a study that was not received")
             )
         return tuple(gaps)
-
-    def _in_scope(self, order: Order) -> bool:
-        names = ("ffrct", "ffrct_legacy", "cac")
-        return any(self.rule_data.codes(n).any_in(order.codes) for n in names)
 
     def on_file_refs(self) -> frozenset[str]:
         studies = {_typed_ref(s) for s in self.data.of_type(ImagingStudy) if s.id}

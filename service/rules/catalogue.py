@@ -8,6 +8,7 @@ typo or a rule without a source stops the service with a message naming the file
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -286,6 +287,13 @@ class RuleData(_Data):
 
     def codes(self, name: str) -> CodeList:
         return self.code_lists[name]
+
+    def in_scope(self, codes: Iterable[Code]) -> bool:
+        """An FFR-CT or calcium-score code: the code families payer policies are written for."""
+        codes = list(codes)
+        return any(
+            self.codes(name).any_in(codes) for names in CODE_FAMILY_LISTS.values() for name in names
+        )
 
     def param(self, topic: str, name: str) -> Any:
         return self.rules[topic].params[name]
