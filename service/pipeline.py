@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
-from service.facts.build import REQUEST_TYPES, CodeReader, DraftOrder, build_facts
+from service.facts.build import (
+    REQUEST_TYPES,
+    CodeReader,
+    DraftOrder,
+    build_facts,
+    focus_selections,
+)
 from service.facts.clinical import ref_key
 from service.facts.model import DataGap
 from service.facts.relevance import RelevanceFilter
@@ -157,9 +163,7 @@ def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
     entries = request.context["draftOrders"].get("entry")
     if not isinstance(entries, list):
         return False
-    selections = (
-        set(request.context.get("selections") or []) if request.hook == "order-select" else None
-    )
+    selections = focus_selections(request.hook, request.context)
     codes = CodeReader(knowledge.rule_data)
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -170,19 +174,9 @@ def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
             continue  # medication, device, diet, vision orders: no procedure code in scope
         if selections is not None and f"{kind}/{resource.get('id')}" not in selections:
             continue
-        concept = resource.get("code")
-        codings = concept.get("coding") if isinstance(concept, dict) else None
-        if not isinstance(codings, list) or not codings:
-            return False
-        found = []
-        for coding in codings:
-            value = coding.get("code") if isinstance(coding, dict) else None
-            system = coding.get("system") if isinstance(coding, dict) else None
-            if not isinstance(value, str) or not (system is None or isinstance(system, str)):
-                return False
-            found.append(codes.code(system, value))
-        if knowledge.rule_data.in_scope(found):
-            return False
+        found = codes.raw_concept(resource.get("code"))
+        if found is None or knowledge.rule_data.in_scope(found):
+            return False  # in scope, or the look cannot judge
     return True
 
 
@@ -194,9 +188,7 @@ def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
     cannot be read counts as in scope: the full path reports it (data-incomplete card).
     """
     drafts, gaps = parse_drafts(request.context["draftOrders"])
-    selections = (
-        set(request.context.get("selections") or []) if request.hook == "order-select" else None
-    )
+    selections = focus_selections(request.hook, request.context)
     codes = CodeReader(knowledge.rule_data)
     focus = [d for d in drafts if selections is None or d.ref in selections]
     in_scope = bool(gaps) or any(

@@ -39,6 +39,12 @@ class DraftOrder:
     model: Resource
 
 
+def focus_selections(hook: str, context: Mapping[str, Any]) -> set[str] | None:
+    """The draft orders decision support is about on order-select (`context.selections`);
+    None on order-sign, where every draft order is."""
+    return set(context.get("selections") or []) if hook == "order-select" else None
+
+
 class CodeReader:
     """Normalises codings to (short system, code) using the rule data's alias table."""
 
@@ -68,6 +74,25 @@ class CodeReader:
         elif system == "hcpcs" and _looks_like_cpt(code):
             system = "cpt"  # CPT is HCPCS Level I; Level II codes start with a letter
         return Code(system, normalise_code(system, code))
+
+    def raw_concept(self, concept: Any, *, diagnosis: bool = False) -> list[Code] | None:
+        """The codes of a CodeableConcept still in raw JSON, before any model is built; None
+        when they cannot be read (no codings, a coding without a code string, a system that is
+        not a string): then only validating the resource can say what it holds."""
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list) or not codings:
+            return None
+        found = []
+        for coding in codings:
+            if not isinstance(coding, dict):
+                return None
+            value, system = coding.get("code"), coding.get("system")
+            if not isinstance(value, str) or not value.strip():
+                return None
+            if system is not None and not isinstance(system, str):
+                return None
+            found.append(self.code(system, value, diagnosis=diagnosis))
+        return found
 
     def concept(self, concept: CodeableConcept | None, *, diagnosis: bool = False) -> set[Code]:
         return self.coding_codes(concept.coding if concept else None, diagnosis=diagnosis)
@@ -143,7 +168,7 @@ def build_facts(
 ) -> Facts:
     codes = CodeReader(rule_data)
     clinical = ClinicalReader(data, codes, rule_data)
-    selections = set(context.get("selections") or []) if hook == "order-select" else None
+    selections = focus_selections(hook, context)
     draft_orders = tuple(
         clinical.with_clinical_links(
             order_from_model(

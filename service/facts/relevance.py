@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.facts.build import CodeReader
-from service.facts.model import Code
 from service.rules.catalogue import RuleData
 
 # Resource types judged by their `code`; `diagnosis`: read codes the way Conditions are read.
@@ -36,25 +35,7 @@ class RelevanceFilter:
             return True
         if f"{kind}/{raw.get('id')}" in self._referenced:
             return True
-        codes = self._readable_codes(raw.get("code"), diagnosis=_JUDGED[str(kind)])
+        codes = self._codes.raw_concept(raw.get("code"), diagnosis=_JUDGED[str(kind)])
         if codes is None:
             return True  # cannot tell: validate it (and report it if it is broken)
         return any(code_list.any_in(codes) for code_list in self._lists)
-
-    def _readable_codes(self, concept: Any, *, diagnosis: bool) -> list[Code] | None:
-        if not isinstance(concept, dict):
-            return None
-        codings = concept.get("coding")
-        if not isinstance(codings, list) or not codings:
-            return None
-        found = []
-        for coding in codings:
-            if not isinstance(coding, dict):
-                return None
-            value, system = coding.get("code"), coding.get("system")
-            if not isinstance(value, str) or not value.strip():
-                return None
-            if system is not None and not isinstance(system, str):
-                return None
-            found.append(self._codes.code(system, value, diagnosis=diagnosis))
-        return found
