@@ -103,7 +103,7 @@ def abn_required(facts: Facts, data: RuleData) -> Iterator[Finding]:
             continue
         self_pay = cost_text(policy) if policy and policy.cost else None
         billed, code_note = _cac_billed(facts, data, order)
-        diagnostic = _symptomatic(_supporting_codes(facts, order), data)
+        diagnostic = symptomatic(supporting_codes(facts, order), data)
         if diagnostic:
             modifiers = _DIAGNOSTIC_MODIFIERS
         elif _reasons_unreadable(order):
@@ -174,12 +174,12 @@ def _reasons_unreadable(order: Order) -> bool:
     return order.reasons_unresolved or order.reasons_uncoded
 
 
-def _symptomatic(codes: list[Code], data: RuleData) -> bool:
+def symptomatic(codes: list[Code], data: RuleData) -> bool:
     """A cardiac symptom, stable or not (unstable angina and ACS are symptoms too)."""
     return any(data.codes(name).any_in(codes) for name in ("cardiac_symptoms", "acute_coronary"))
 
 
-def _order_or_problem_list(facts: Facts, order: Order) -> list[Code]:
+def order_or_problem_list(facts: Facts, order: Order) -> list[Code]:
     """The risk-factor check reads the order and the problem list (rules.md §3: "no supporting
     diagnosis on the order or the problem list"); a Condition without a category counts as a
     problem. An encounter diagnosis alone is not documentation on the order or problem list."""
@@ -187,7 +187,7 @@ def _order_or_problem_list(facts: Facts, order: Order) -> list[Code]:
     return [*order.reason_codes, *(code for d in charted for code in d.codes)]
 
 
-def _supporting_codes(facts: Facts, order: Order) -> list[Code]:
+def supporting_codes(facts: Facts, order: Order) -> list[Code]:
     return [*order.reason_codes, *(code for d in facts.diagnoses for code in d.codes)]
 
 
@@ -207,7 +207,7 @@ def risk_factor_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
         policy = payer_policy(facts, data, order, "cac")
         if policy is not None and policy.requires_supporting_diagnosis is False:
             continue
-        if supporting.any_in(_order_or_problem_list(facts, order)):
+        if supporting.any_in(order_or_problem_list(facts, order)):
             continue
         if facts.unavailable("conditions") or _reasons_unreadable(order):
             continue
@@ -239,8 +239,8 @@ def screening_not_covered(facts: Facts, data: RuleData) -> Iterator[Finding]:
         policy = payer_policy(facts, data, order, "cac")
         if policy is None or not policy.screening_denied:
             continue
-        supporting = _supporting_codes(facts, order)
-        if _symptomatic(supporting, data) or _reasons_unreadable(order):
+        supporting = supporting_codes(facts, order)
+        if symptomatic(supporting, data) or _reasons_unreadable(order):
             continue
         stated = screening.any_in(order.reason_codes)
         if not stated and not asymptomatic.any_in(supporting):

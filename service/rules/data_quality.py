@@ -14,6 +14,7 @@ from dataclasses import replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.facts.model import DataGap, Facts, Order
+from service.rules.cac import order_or_problem_list, supporting_codes, symptomatic
 from service.rules.catalogue import CodeFamily, RuleData
 from service.rules.coverage import family_of, payer_kind, payer_policy
 from service.rules.findings import Finding
@@ -49,24 +50,18 @@ def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
         # stent stated as the reason): an unreadable reason always leaves it unanswered.
         return True
     if family == "cac":
-        known = [*order.reason_codes, *(c for d in facts.diagnoses for c in d.codes)]
         policy = payer_policy(facts, data, order, "cac")
         kind = payer_kind(facts, order)
         needs_risk_factor = kind == "commercial" and (
             policy is None or policy.requires_supporting_diagnosis is not False
         )
-        charted = [
-            c for d in facts.diagnoses if d.category != "encounter-diagnosis" for c in d.codes
-        ]
-        on_record = [*order.reason_codes, *charted]
+        on_record = order_or_problem_list(facts, order)
         if needs_risk_factor and not data.codes("cac_supporting_diagnoses").any_in(on_record):
             return True
-        symptomatic = any(
-            data.codes(name).any_in(known) for name in ("cardiac_symptoms", "acute_coronary")
-        )
-        if kind == "original-medicare" and not symptomatic:
+        symptom = symptomatic(supporting_codes(facts, order), data)
+        if kind == "original-medicare" and not symptom:
             return True  # screening (GY/GX) or diagnostic (GA/GZ): the reason decides
-        return policy is not None and policy.screening_denied and not symptomatic
+        return policy is not None and policy.screening_denied and not symptom
     return False
 
 
