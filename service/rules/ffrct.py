@@ -104,20 +104,8 @@ def pending_ccta_orders(facts: Facts, data: RuleData) -> list[Order]:
 
 
 def ccta_targets(facts: Facts, data: RuleData) -> dict[str, CctaTarget | None]:
-    """The CCTA each FFR-CT draft is for (see `target_ccta`), for all drafts at once: the
-    75574 drafts and pending orders are listed once, so the cost is linear in the orders."""
-    ccta = data.codes("ccta_order")
-    new_cctas = [o for o in facts.draft_orders if ccta.any_in(o.codes)]
-    pending = pending_ccta_orders(facts, data)
-    return {
-        o.ref: _target(o, facts, new_cctas, pending)
-        for o in facts.draft_orders
-        if is_ffrct(o, data)
-    }
-
-
-def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None:
-    """The CCTA the order is for, in this order of evidence.
+    """The CCTA each FFR-CT draft is for, by draft ref; None: no CCTA is known. In this order
+    of evidence:
 
     1. A CCTA on file the order links to (basedOn/supportingInfo naming its report, procedure,
        imaging study or the 75574 order it was based on).
@@ -126,11 +114,18 @@ def target_ccta(order: Order, facts: Facts, data: RuleData) -> CctaTarget | None
        new CCTA, which has no reading yet.
     4. The most recent of: the CCTAs on file, and the 75574 orders on file not yet read (an
        order on or after the latest CCTA's date is the newer CCTA).
-    None: no CCTA is known.
+
+    All drafts at once: the 75574 drafts and pending orders are listed once, so the cost is
+    linear in the orders.
     """
     ccta = data.codes("ccta_order")
     new_cctas = [o for o in facts.draft_orders if ccta.any_in(o.codes)]
-    return _target(order, facts, new_cctas, pending_ccta_orders(facts, data))
+    pending = pending_ccta_orders(facts, data)
+    return {
+        o.ref: _target(o, facts, new_cctas, pending)
+        for o in facts.draft_orders
+        if is_ffrct(o, data)
+    }
 
 
 def _target(
@@ -564,7 +559,7 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
     The other FFR-CT is an active/on-hold/completed order on file, a completed Procedure, a
     final/amended/corrected report, or another FFR-CT draft in this order set. "Same CCTA": see
-    `_same_ccta` and `target_ccta`. Of two drafts for the same CCTA, the one to remove is the
+    `_same_ccta` and `ccta_targets`. Of two drafts for the same CCTA, the one to remove is the
     one decision support is about: on order-select the newly selected order (an unselected
     twin was already in the order list), on order-sign the later one. The finding names only
     the order to remove, never the one that stays (it is fine as it is).

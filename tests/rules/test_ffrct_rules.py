@@ -584,7 +584,7 @@ def test_ccta_ordered_on_file_is_not_missing(data: RuleData) -> None:
     """Review H2: an active 75574 order on file is a CCTA "ordered"."""
     f = facts(cctas=(), existing_orders=(_ccta_order_on_file(),))
     assert run(ffrct.ccta_missing, f, data) == []
-    target = ffrct.target_ccta(f.draft_orders[0], f, data)
+    target = ffrct.ccta_targets(f, data)[f.draft_orders[0].ref]
     assert target is not None and target.draft == _ccta_order_on_file()
     revoked = facts(cctas=(), existing_orders=(_ccta_order_on_file("revoked"),))
     assert len(run(ffrct.ccta_missing, revoked, data)) == 1
