@@ -28,7 +28,7 @@ from service.config import FhirAccessSettings, FhirServerAllowance
 from service.facts.model import DataGap
 from service.fhir.client import FhirClient, FhirEndpoint, FhirFetchError, is_read
 from service.fhir.linked import LinkedResults, resolve_linked_results
-from service.fhir.parse import Skipped, bundle_resources, parse_resource
+from service.fhir.parse import Skipped, bundle_resources, parse_resource, unreadable_entries
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def is_operation_outcome(value: Any) -> bool:
 def parse_key(key: str, value: dict[str, Any], data: GatheredData) -> list[dict[str, Any]]:
     """Parse a prefetch/fetch result into `data.resources[key]`; return `next` link objects."""
     is_bundle = value.get("resourceType") == "Bundle"
-    if is_bundle and _unreadable_entries(value):
+    if is_bundle and unreadable_entries(value):
         # An answer whose entries cannot be read says nothing about the patient: a gap, never
         # "no resources" (which would be read as "no coverage", "no CCTA" ...).
         data.gaps.append(DataGap(key, "the search answer's entries could not be read"))
@@ -138,16 +138,6 @@ def parse_key(key: str, value: dict[str, Any], data: GatheredData) -> list[dict[
     if not isinstance(links, list):
         return []
     return [link for link in links if isinstance(link, dict) and link.get("relation") == "next"]
-
-
-def _unreadable_entries(bundle: dict[str, Any]) -> bool:
-    """`entry` present but not a list, or an entry that is not an object holding a resource."""
-    entries = bundle.get("entry")
-    if entries is None:
-        return False
-    if not isinstance(entries, list):
-        return True
-    return any(not isinstance(e, dict) or not isinstance(e.get("resource"), dict) for e in entries)
 
 
 def gather_prefetch(

@@ -85,3 +85,14 @@ def bundle_resources(bundle: dict[str, Any]) -> list[Any]:
     if not isinstance(entries, list):
         return []  # absent, or malformed (a number, an object): nothing to read
     return [e.get("resource") for e in entries if isinstance(e, dict) and e.get("resource")]
+
+
+def unreadable_entries(bundle: dict[str, Any]) -> bool:
+    """True when `bundle_resources` would pass something over: `entry` present but not a list,
+    or an entry that is not an object holding a resource."""
+    entries = bundle.get("entry")
+    if entries is None:
+        return False
+    if not isinstance(entries, list):
+        return True
+    return any(not isinstance(e, dict) or not isinstance(e.get("resource"), dict) for e in entries)
