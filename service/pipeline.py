@@ -232,6 +232,7 @@ def run(
         f for f in all_findings if options.allows(knowledge.rule_data.rules[f.topic].card_type)
     ]
     findings = _most_severe_first(findings, knowledge)[: options.max_cards]
+    sent_back = {d.ref: without_nulls(d.raw) for d in drafts}  # drafts as actions return them
     system_actions: list[Action] = []
     assertion_ids: list[str] = []
     if options.allows("coverage-info"):
@@ -245,7 +246,7 @@ def run(
         )
         system_actions, assertion_ids = coverage_actions(
             assessments,
-            {d.ref: without_nulls(d.raw) for d in drafts},
+            sent_back,
             {o.ref: order_label(o, knowledge.rule_data) for o in facts.draft_orders},
             knowledge.rule_data,
             today=today,
@@ -255,7 +256,7 @@ def run(
         OrderContext(
             # An update suggestion starts from the order as the coverage system action updates
             # it, so the two updates agree (the extension survives accepting the suggestion).
-            drafts={d.ref: without_nulls(d.raw) for d in drafts} | updated_orders(system_actions),
+            drafts=sent_back | updated_orders(system_actions),
             patient_id=str(context["patientId"]),
             user_ref=str(context["userId"]),
             encounter_id=context.get("encounterId"),
