@@ -44,6 +44,10 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+    # httpx logs every request line at INFO, FHIR search URLs with patient ids among them (PHI),
+    # and it costs a log line per FHIR GET. service.fhir logs each fetch without ids.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()
