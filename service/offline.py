@@ -83,7 +83,9 @@ async def evaluate_file(
         if as_of is not None:
             runtime.today = lambda: as_of
         # No fhirServer access offline: the caller has an empty allowlist.
-        evaluation = await runtime.answer(service, request, Caller(None, None, ()))
+        evaluation = await runtime.answer(
+            service, request, Caller(None, None, ()), size=0
+        )  # one call, nothing else waits on this loop: evaluated inline
     return evaluation.response.wire()
 
 

@@ -101,6 +101,7 @@ class Evaluation:
     # prefetch key's data came from ("prefetch" | "fetched" | "null" | "unavailable").
     payer_profile: str | None = None
     data_sources: Mapping[str, str] = field(default_factory=dict)
+    in_scope: bool = True  # False: no order this service checks (answered without facts)
 
 
 def without_nulls(value: Any) -> Any:
@@ -199,7 +200,7 @@ def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
 
 def out_of_scope() -> Evaluation:
     """The answer for a call with no order this service checks: no cards, nothing asserted."""
-    return Evaluation(HookResponse(cards=[]), issued=())
+    return Evaluation(HookResponse(cards=[]), issued=(), in_scope=False)
 
 
 def run(

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -26,6 +28,15 @@ from service.security.auth import Caller, Unauthorized
 log = logging.getLogger("service.api")
 
 router = APIRouter()
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+class _FastJSONResponse(JSONResponse):
+    """The hook answer serialised by orjson: same JSON, a fraction of the stdlib encoder's time."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -49,6 +60,11 @@ async def _json_body(request: Request) -> Any:
     body = await request.body()
     if not body:
         raise ProblemError(400, "request body is empty; expected JSON")
+    if _LONG_DIGITS.search(body) is None:  # orjson would turn integers past 64 bits into floats
+        try:
+            return orjson.loads(body)  # fast path: well-formed JSON, the usual case
+        except orjson.JSONDecodeError:
+            pass  # the standard decoder decides, with the messages the API has always given
     try:
         return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -128,9 +144,12 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
         )
     if hook_request.hook == "order-select" and not hook_request.context.get("selections"):
         raise ProblemError(400, "context.selections is required for order-select")
-    evaluation = await runtime.answer(service, hook_request, caller)
+    size = len(await request.body())  # read once already; starlette keeps it
+    evaluation = await runtime.answer(service, hook_request, caller, size=size)
     note.evaluation = evaluation
-    log.info(
+    # Most calls are out of scope (an EHR calls for every order signed): the audit has them.
+    log.log(
+        logging.INFO if evaluation.in_scope else logging.DEBUG,
         "hook=%s service=%s cards=%d topics=%s ms=%.1f",
         hook_request.hook,
         service_id,
@@ -138,7 +157,7 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
         ",".join(c.topic for c in evaluation.issued) or "-",
         (time.perf_counter() - started) * 1000,
     )
-    return JSONResponse(evaluation.response.wire())
+    return _FastJSONResponse(evaluation.response.wire())
 
 
 # Feedback: https://cds-hooks.hl7.org/2.0/#feedback

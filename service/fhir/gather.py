@@ -285,6 +285,7 @@ async def gather(
     http: httpx.AsyncClient,
     settings: FhirAccessSettings,
     keep: Callable[[dict[str, Any]], bool] | None = None,
+    offload: bool = True,
 ) -> GatheredData:
     """Prefetch, then fetch what is missing from the (allowlisted) FHIR server, then read the
     CCTA reports' results that neither brought. One deadline for all of it. Never raises.
@@ -294,8 +295,12 @@ async def gather(
     additional necessary data").
     """
     deadline = time.monotonic() + settings.deadline_seconds
-    # Validating the prefetch is CPU-bound: off the event loop, so other calls go on meanwhile.
-    data, to_fetch = await asyncio.to_thread(gather_prefetch, templates, request.prefetch, keep)
+    # Validating the prefetch is CPU-bound: off the event loop (unless the caller knows it is
+    # small), so other calls go on meanwhile.
+    if offload:
+        data, to_fetch = await asyncio.to_thread(gather_prefetch, templates, request.prefetch, keep)
+    else:
+        data, to_fetch = gather_prefetch(templates, request.prefetch, keep)
     endpoint, refusal = _endpoint(request, allowance)
     if to_fetch:
         if request.fhirServer and allowance is None:
