@@ -107,7 +107,7 @@ class Client:
         return cls(pem, kid, jwks_file)
 
 
-def _sign_batch(pem: bytes, kid: str, audience: str, count: int) -> list[str]:
+def _sign_batch(pem: bytes, kid: str, audience: str, count: int, lifetime: int) -> list[str]:
     key = serialization.load_pem_private_key(pem, password=None)
     now = int(time.time())
     tokens = []
@@ -116,7 +116,7 @@ def _sign_batch(pem: bytes, kid: str, audience: str, count: int) -> list[str]:
             "iss": ISSUER,
             "aud": audience,
             "iat": now,
-            "exp": now + 540,  # under the service's 600 s maximum lifetime
+            "exp": now + lifetime,
             "jti": str(uuid.uuid4()),
         }
         tokens.append(
@@ -128,8 +128,11 @@ def _sign_batch(pem: bytes, kid: str, audience: str, count: int) -> list[str]:
 class Signer:
     """Signs batches of single-use tokens before a timed phase, on every core."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, lifetime: int = 540) -> None:
         self.client = client
+        # Seconds a token lives (and stays in the service's replay cache): under the service's
+        # 600 s maximum; long enough to outlast a timed phase signed in advance.
+        self.lifetime = lifetime
         self.workers = max(1, os.cpu_count() or 1)
         self.pool = ProcessPoolExecutor(max_workers=self.workers)
         self.signed = 0
@@ -138,11 +141,13 @@ class Signer:
     def tokens(self, audience: str, count: int) -> list[str]:
         started = time.perf_counter()
         if count < 400:
-            result = _sign_batch(self.client.pem, self.client.kid, audience, count)
+            result = _sign_batch(self.client.pem, self.client.kid, audience, count, self.lifetime)
         else:
             share = math.ceil(count / self.workers)
             futures = [
-                self.pool.submit(_sign_batch, self.client.pem, self.client.kid, audience, share)
+                self.pool.submit(
+                    _sign_batch, self.client.pem, self.client.kid, audience, share, self.lifetime
+                )
                 for _ in range(self.workers)
             ]
             result = [token for future in futures for token in future.result()][:count]

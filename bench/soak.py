@@ -45,6 +45,9 @@ def main() -> int:
     with contextlib.ExitStack() as stack, hb._signals_raise():
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         bench = hb.Bench(cfg, stack, tmp)
+        # Tokens of the lifetime EHRs and the CDS Hooks sandbox use (5 minutes): the replay
+        # cache holds each until it expires, so its size follows calls/s x lifetime.
+        bench.signer.lifetime = 300
         example = hb._request_of(hb.EXAMPLE)
         fetch = copy.deepcopy(example)
         del fetch["prefetch"]

@@ -73,6 +73,10 @@ class AuthSettings(_Section):
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
     # Tokens living longer than this are refused: it bounds the jti replay cache.
     max_token_lifetime_seconds: int = Field(default=600, ge=30, le=3600)
+    # In-process replay cache only (no cache.redis_url): tokens remembered at once, ~100 bytes
+    # each. Full, it refuses new tokens (fail closed): size it for peak calls per second times
+    # the clients' token lifetime (500 calls/s x 600 s = 300,000), or use Redis.
+    replay_cache_max_entries: int = Field(default=500_000, ge=1000)
     jwks_cache_seconds: int = Field(default=300, ge=0)
     # An unknown `kid` triggers a JWKS refetch at most this often per URL (key rotation
     # without letting forged tokens make the service hammer the client's JWKS endpoint).

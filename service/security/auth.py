@@ -243,7 +243,9 @@ def build_authenticator(settings: Settings, *, http: httpx.AsyncClient) -> Authe
             clients[-1].issuer,
         )
     redis_url = settings.cache.redis_url if settings.auth.enabled else None
-    replay = build_replay_cache(redis_url, settings.cache.key_prefix)
+    replay = build_replay_cache(
+        redis_url, settings.cache.key_prefix, settings.auth.replay_cache_max_entries
+    )
     key_sets = build_key_set_cache(redis_url, settings.cache.key_prefix)
     log.info(
         "auth: %d trusted client(s), replay and key-set caches %s",

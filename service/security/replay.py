@@ -38,45 +38,59 @@ def _key(issuer: str, jti: str) -> str:
     return hashlib.sha256(f"{issuer}\x00{jti}".encode()).hexdigest()
 
 
+def _compact_key(issuer: str, jti: str) -> bytes:
+    # 16 bytes of the same digest: ~50 bytes an entry instead of ~110 for the hex string, and a
+    # collision among a few hundred thousand live tokens is out of reach (2^-128 per pair).
+    return hashlib.sha256(f"{issuer}\x00{jti}".encode()).digest()[:16]
+
+
 class InMemoryReplayCache:
     """Bounded, expiring set for a single replica.
 
     When full of unexpired entries it refuses new tokens (fail closed) rather than forgetting
     one that could then be replayed; size it for peak tokens per max token lifetime, or use Redis.
+    Memory is ~100 bytes a token (a set of 16-byte digests, and per expiry second a list of its
+    digests): 500,000 live tokens hold ~50 MB, and entries leave as their tokens expire.
     """
 
-    def __init__(self, max_entries: int = 200_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_entries: int = 500_000, clock: Callable[[], float] = time.time) -> None:
         self.max_entries = max_entries
         self._clock = clock
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._seen: set[bytes] = set()
+        self._by_second: dict[int, list[bytes]] = {}  # expiry second -> digests expiring then
+        self._seconds: list[int] = []  # heap of the keys of _by_second
 
     def __len__(self) -> int:
         self._purge(self._clock())
-        return len(self._expiry)
+        return len(self._seen)
 
     def _purge(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            expires_at, key = heapq.heappop(self._heap)
-            if self._expiry.get(key) == expires_at:
-                del self._expiry[key]
+        while self._seconds and self._seconds[0] <= now:
+            for key in self._by_second.pop(heapq.heappop(self._seconds)):
+                self._seen.discard(key)
 
     async def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
         self._purge(now)
-        key = _key(issuer, jti)
-        if key in self._expiry:
+        key = _compact_key(issuer, jti)
+        if key in self._seen:
             return False
-        if len(self._expiry) >= self.max_entries:
+        if len(self._seen) >= self.max_entries:
             log.error("replay cache full (%d entries); refusing tokens", self.max_entries)
             raise ReplayCacheUnavailable("in-process replay cache is full")
-        self._expiry[key] = expires_at
-        heapq.heappush(self._heap, (expires_at, key))
+        self._seen.add(key)
+        second = math.ceil(expires_at)  # kept until then: never forgotten early
+        bucket = self._by_second.get(second)
+        if bucket is None:
+            bucket = self._by_second[second] = []
+            heapq.heappush(self._seconds, second)
+        bucket.append(key)
         return True
 
     async def aclose(self) -> None:
-        self._expiry.clear()
-        self._heap.clear()
+        self._seen.clear()
+        self._by_second.clear()
+        self._seconds.clear()
 
 
 class RedisReplayCache:
@@ -112,8 +126,10 @@ class RedisReplayCache:
         await self._redis.aclose()
 
 
-def build_replay_cache(redis_url: str | None, key_prefix: str) -> ReplayCache:
+def build_replay_cache(
+    redis_url: str | None, key_prefix: str, max_entries: int = 500_000
+) -> ReplayCache:
     """Redis when configured (several replicas), else in-process."""
     if redis_url:
         return RedisReplayCache.from_url(redis_url, key_prefix)
-    return InMemoryReplayCache()
+    return InMemoryReplayCache(max_entries)
