@@ -1,7 +1,7 @@
 """Write the README's rule-topic table from the rule data and the card content.
 
 Each row: topic code, indicator (from cards/<topic>.yaml), Da Vinci CRD configuration option
-that turns it off, trigger and sources (from service/rules/data/rules.yaml). Generated, never
+that turns it off, trigger and sources (from service/knowledge/data/rules.yaml). Generated, never
 typed, so the README cannot drift from what the service runs; tests/test_readme.py checks it.
 
     .venv/bin/python scripts/topic_table.py          # rewrite the table in README.md

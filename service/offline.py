@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from service.cdshooks.discovery import ServiceRegistry
-from service.cdshooks.models import HookRequest, OrderContext
+from service.cdshooks.hooks import RequestProblem, parse_hook_request
 from service.config import Settings
 from service.pipeline import Knowledge
 from service.runtime import Runtime
@@ -58,19 +57,19 @@ async def evaluate_file(
 ) -> dict[str, Any]:
     """Evaluate a request or scenario file; `today` defaults to the scenario's, else the clock."""
     file = read_request_file(path)  # blocking read: CLI only, one small local file
-    try:
-        request = HookRequest.model_validate(file.request)
-        OrderContext.model_validate(request.context)
-    except ValidationError as exc:
-        raise ValueError(str(exc)) from None
     services = ServiceRegistry()
+    named = file.request.get("hook") if isinstance(file.request, dict) else None
     service = (
         services.get(service_id)
         if service_id
-        else next((s for s in services.document.services if s.hook == request.hook), None)
+        else next((s for s in services.document.services if s.hook == named), None)
     )
-    if service is None or service.hook != request.hook:
-        raise ValueError(f"no service answers hook {request.hook!r}")
+    if service is None:
+        raise ValueError(f"no service answers hook {named!r}")
+    try:  # the same parse and checks as over HTTP
+        request, hook = parse_hook_request(file.request, service)
+    except RequestProblem as exc:
+        raise ValueError(str(exc)) from None
     async with httpx.AsyncClient() as http:
         runtime = Runtime(
             settings,
@@ -84,7 +83,7 @@ async def evaluate_file(
             runtime.today = lambda: as_of
         # No fhirServer access offline: the caller has an empty allowlist.
         evaluation = await runtime.answer(
-            service, request, Caller(None, None, ()), size=0
+            service, hook, request, Caller(None, None, ()), size=0
         )  # one call, nothing else waits on this loop: evaluated inline
     return evaluation.response.wire()
 

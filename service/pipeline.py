@@ -13,23 +13,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from service.cdshooks.hooks import HookSpec
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
-from service.facts.build import (
-    REQUEST_TYPES,
-    CodeReader,
-    DraftOrder,
-    build_facts,
-    focus_selections,
-)
+from service.facts.build import build_facts
 from service.facts.clinical import ref_key
-from service.facts.model import DataGap
+from service.facts.codes import CodeReader
 from service.facts.relevance import RelevanceFilter
+from service.fhir.drafts import DraftOrder, parse_drafts
+from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
-from service.fhir.parse import Skipped, bundle_resources, parse_resource
-from service.render.actions import ActionBuilder, OrderContext
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.render.actions import ActionBuilder, ActionContext
 from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
 from service.render.coverage_info import coverage_actions, updated_orders
-from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import assess_coverage, order_label
 from service.rules.data_quality import without_moot_reason_gaps
 from service.rules.engine import RULES, Rule, check_params, evaluate
@@ -116,26 +112,6 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-def parse_drafts(draft_bundle: Mapping[str, Any]) -> tuple[list[DraftOrder], list[DataGap]]:
-    """Parse draft orders one by one; a bad ServiceRequest is reported, other bad ones ignored."""
-    drafts: list[DraftOrder] = []
-    gaps: list[DataGap] = []
-    for raw in bundle_resources(dict(draft_bundle)):
-        parsed = parse_resource(raw)
-        if isinstance(parsed, Skipped):
-            if parsed.resource_type == "ServiceRequest":
-                gaps.append(
-                    DataGap(
-                        "draftOrders", f"a draft ServiceRequest could not be read ({parsed.reason})"
-                    )
-                )
-            continue
-        if parsed.get_resource_type() not in REQUEST_TYPES or not parsed.id:
-            continue
-        drafts.append(DraftOrder(f"{parsed.get_resource_type()}/{parsed.id}", raw, parsed))
-    return drafts, gaps
-
-
 @dataclass(frozen=True)
 class ParsedDrafts:
     """The draft orders of a hook call, parsed before any patient data is read."""
@@ -155,7 +131,7 @@ class ParsedDrafts:
         return RelevanceFilter(knowledge.rule_data, reasons)
 
 
-def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
+def drafts_out_of_scope(hook: HookSpec, request: HookRequest, knowledge: Knowledge) -> bool:
     """True when a look at the raw draft orders shows no focus order this service checks.
 
     Cheaper than validating them: an EHR calls for every order signed. False whenever the look
@@ -164,7 +140,7 @@ def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
     entries = request.context["draftOrders"].get("entry")
     if not isinstance(entries, list):
         return False
-    selections = focus_selections(request.hook, request.context)
+    selections = hook.focus(request.context)
     codes = CodeReader(knowledge.rule_data)
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -181,7 +157,7 @@ def drafts_out_of_scope(request: HookRequest, knowledge: Knowledge) -> bool:
     return True
 
 
-def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
+def read_drafts(hook: HookSpec, request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
     """Parse the draft orders and say whether any focus order is one this service checks.
 
     An EHR calls the service for every order signed, most of them out of scope (a chest X-ray,
@@ -189,7 +165,7 @@ def read_drafts(request: HookRequest, knowledge: Knowledge) -> ParsedDrafts:
     cannot be read counts as in scope: the full path reports it (data-incomplete card).
     """
     drafts, gaps = parse_drafts(request.context["draftOrders"])
-    selections = focus_selections(request.hook, request.context)
+    selections = hook.focus(request.context)
     codes = CodeReader(knowledge.rule_data)
     focus = [d for d in drafts if selections is None or d.ref in selections]
     in_scope = bool(gaps) or any(
@@ -204,6 +180,7 @@ def out_of_scope() -> Evaluation:
 
 
 def run(
+    hook: HookSpec,
     request: HookRequest,
     data: GatheredData,
     knowledge: Knowledge,
@@ -215,10 +192,10 @@ def run(
 ) -> Evaluation:
     """Evaluate one hook call on the gathered data."""
     context = request.context
-    parsed = parsed or read_drafts(request, knowledge)
+    parsed = parsed or read_drafts(hook, request, knowledge)
     drafts, draft_gaps = parsed.drafts, parsed.gaps
     facts = build_facts(
-        hook=request.hook,
+        hook=hook,
         context=context,
         drafts=drafts,
         data=data,
@@ -254,7 +231,7 @@ def run(
             new_uuid=new_uuid,
         )
     actions = ActionBuilder(
-        OrderContext(
+        ActionContext(
             # An update suggestion starts from the order as the coverage system action updates
             # it, so the two updates agree (the extension survives accepting the suggestion).
             drafts=sent_back | updated_orders(system_actions),
@@ -268,7 +245,7 @@ def run(
     issued: list[IssuedCard] = []
     for finding in findings:
         card = render_card(
-            finding, knowledge.cards, knowledge.rule_data, actions, new_uuid, hook=facts.hook
+            finding, knowledge.cards, knowledge.rule_data, actions, new_uuid, hook=hook
         )
         cards.append(card)
         issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))

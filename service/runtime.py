@@ -16,6 +16,7 @@ from datetime import date
 import httpx
 
 from service.cdshooks.discovery import ServiceRegistry
+from service.cdshooks.hooks import HookSpec
 from service.cdshooks.models import HookRequest, ServiceDefinition
 from service.config import Settings
 from service.fhir.gather import gather
@@ -51,16 +52,23 @@ class Runtime:
     new_uuid: IdFactory = new_id
 
     async def answer(
-        self, service: ServiceDefinition, request: HookRequest, caller: Caller, *, size: int
+        self,
+        service: ServiceDefinition,
+        hook: HookSpec,
+        request: HookRequest,
+        caller: Caller,
+        *,
+        size: int,
     ) -> Evaluation:
-        """`size` is the request body's length in bytes: it decides where the CPU work runs."""
-        if drafts_out_of_scope(request, self.knowledge):
+        """`request` has passed `parse_hook_request`; `size` is its body's length in bytes,
+        which decides where the CPU work runs."""
+        if drafts_out_of_scope(hook, request, self.knowledge):
             return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
         small = size <= INLINE_MAX_BYTES
         parsed = (
-            read_drafts(request, self.knowledge)
+            read_drafts(hook, request, self.knowledge)
             if small
-            else await asyncio.to_thread(read_drafts, request, self.knowledge)
+            else await asyncio.to_thread(read_drafts, hook, request, self.knowledge)
         )
         if not parsed.in_scope:
             return out_of_scope()
@@ -84,6 +92,7 @@ class Runtime:
         )
         evaluate = functools.partial(
             run,
+            hook,
             request,
             data,
             self.knowledge,

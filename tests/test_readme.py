@@ -40,7 +40,7 @@ def test_topic_table_is_current() -> None:
 
 
 def test_every_topic_is_in_the_readme() -> None:
-    from service.rules.catalogue import TOPICS
+    from service.knowledge.catalogue import TOPICS
 
     for topic in TOPICS:
         assert f"`{topic}`" in README, topic

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.cdshooks.models import describe_validation
+
 log = logging.getLogger(__name__)
 
 _ISSUE_CODE = {
@@ -78,12 +80,3 @@ def install(app: FastAPI) -> None:
             exc_info=exc,
         )
         return outcome(500, "internal error")
-
-
-def describe_validation(errors: object) -> str:
-    """Field paths and messages only: input values may carry PHI."""
-    parts = []
-    for err in errors if isinstance(errors, list | tuple) else []:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts[:5]) or "invalid request"

@@ -18,10 +18,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service.api.audit_trail import call_note
-from service.api.errors import ProblemError, describe_validation
+from service.api.errors import ProblemError
 from service.api.feedback_items import store_feedback
 from service.api.limits import shape_problem
-from service.cdshooks.models import FeedbackRequest, HookRequest, OrderContext
+from service.cdshooks.hooks import RequestProblem, parse_hook_request
+from service.cdshooks.models import FeedbackRequest, describe_validation
 from service.runtime import Runtime
 from service.security.auth import Caller, Unauthorized
 
@@ -103,6 +104,15 @@ def _check_shape(raw: Any, runtime: Runtime) -> None:
         raise ProblemError(413, f"request body too large: {problem}")
 
 
+def _check_draft_count(raw: dict[str, Any], runtime: Runtime) -> None:
+    context = raw.get("context")
+    drafts = context.get("draftOrders") if isinstance(context, dict) else None
+    entries = drafts.get("entry") if isinstance(drafts, dict) else None
+    limit = runtime.settings.limits.max_draft_orders
+    if isinstance(entries, list) and len(entries) > limit:
+        raise ProblemError(413, f"more draft orders than limits.max_draft_orders ({limit})")
+
+
 # Discovery: https://cds-hooks.hl7.org/2.0/#discovery
 @router.get("/cds-services")
 async def discovery(request: Request) -> JSONResponse:
@@ -123,29 +133,15 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
     note.client_iss = caller.issuer
     raw = await _json_body(request)
     note.read_request(raw)
-    if not isinstance(raw, dict):
-        raise ProblemError(400, "request body must be a JSON object")
-    _check_shape(raw, runtime)
-    drafts = (
-        raw.get("context", {}).get("draftOrders") if isinstance(raw.get("context"), dict) else None
-    )
-    entries = drafts.get("entry") if isinstance(drafts, dict) else None
-    limit = runtime.settings.limits.max_draft_orders
-    if isinstance(entries, list) and len(entries) > limit:
-        raise ProblemError(413, f"more draft orders than limits.max_draft_orders ({limit})")
+    if isinstance(raw, dict):
+        _check_shape(raw, runtime)
+        _check_draft_count(raw, runtime)
     try:
-        hook_request = HookRequest.model_validate(raw)
-        OrderContext.model_validate(hook_request.context)
-    except ValidationError as exc:
-        raise ProblemError(400, describe_validation(exc.errors())) from None
-    if hook_request.hook != service.hook:
-        raise ProblemError(
-            400, f"service {service_id!r} answers hook {service.hook!r}, not {hook_request.hook!r}"
-        )
-    if hook_request.hook == "order-select" and not hook_request.context.get("selections"):
-        raise ProblemError(400, "context.selections is required for order-select")
+        hook_request, hook = parse_hook_request(raw, service)
+    except RequestProblem as exc:
+        raise ProblemError(400, str(exc)) from None
     size = len(await request.body())  # read once already; starlette keeps it
-    evaluation = await runtime.answer(service, hook_request, caller, size=size)
+    evaluation = await runtime.answer(service, hook, hook_request, caller, size=size)
     note.evaluation = evaluation
     # Most calls are out of scope (an EHR calls for every order signed): the audit has them.
     log.log(

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from service.cdshooks.hooks import HOOKS
 from service.cdshooks.models import DiscoveryResponse, ServiceDefinition
 
 DISCOVERY_FILE = Path(__file__).with_name("discovery.yaml")
@@ -21,6 +22,9 @@ class ServiceRegistry:
         raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
         self.document = DiscoveryResponse.model_validate({"services": raw["services"]})
         self.by_id = {s.id: s for s in self.document.services}
+        unknown = sorted({s.hook for s in self.document.services} - set(HOOKS))
+        if unknown:
+            raise ValueError(f"{path.name}: no HookSpec for hook(s) {unknown} (cdshooks/hooks.py)")
 
     def get(self, service_id: str) -> ServiceDefinition | None:
         return self.by_id.get(service_id)

@@ -240,3 +240,13 @@ class FeedbackItem(_Lenient):
 
 class FeedbackRequest(_Lenient):
     feedback: Annotated[list[FeedbackItem], Field(min_length=1)]
+
+
+def describe_validation(errors: object) -> str:
+    """A request's validation errors as one line of field paths and messages, never the input
+    values (they may carry PHI): `context.userId: Field required`."""
+    parts = []
+    for err in errors if isinstance(errors, list | tuple) else []:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts[:5]) or "invalid request"

@@ -25,12 +25,14 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
 from service.facts.dates import to_date
-from service.facts.model import CctaResult, Code, DataGap, Diagnosis, Order, PerformedStudy
+from service.facts.model import CctaResult, Diagnosis, Order, PerformedStudy
+from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
-from service.rules.catalogue import RuleData
+from service.knowledge.catalogue import RuleData
+from service.knowledge.vocabulary import Code
 
 if TYPE_CHECKING:
-    from service.facts.build import CodeReader
+    from service.facts.codes import CodeReader
 
 # Condition.clinicalStatus codes that mean "the patient has this now" (absent status counts too).
 ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})

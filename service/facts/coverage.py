@@ -34,9 +34,10 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.reference import Reference
 
 from service.facts.dates import to_date
-from service.facts.model import CoverageFacts, DataGap, Order, PayerKind
+from service.facts.model import CoverageFacts, Order, PayerKind
+from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
-from service.rules.catalogue import CODE_FAMILY_LISTS, PayerRow, RuleData
+from service.knowledge.catalogue import CODE_FAMILY_LISTS, PayerRow, RuleData
 
 MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 _MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)

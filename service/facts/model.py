@@ -11,19 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-
-@dataclass(frozen=True, order=True)
-class Code:
-    """A (system, code) pair; `system` is the short name from the rule data's alias table."""
-
-    system: str
-    code: str
-
-    def __str__(self) -> str:
-        return f"{self.system}|{self.code}"
-
-
-CodeSet = frozenset[Code]
+from service.fhir.gaps import DataGap
+from service.knowledge.vocabulary import CodeSet
 
 OrderOrigin = Literal["draft", "existing"]
 
@@ -119,16 +108,8 @@ class CoverageFacts:
 
 
 @dataclass(frozen=True)
-class DataGap:
-    """Data a check needed but could not get; becomes the `data-incomplete` card."""
-
-    key: str  # prefetch key or data category, e.g. "coverage"
-    reason: str  # plain words, no PHI: "FHIR server timed out"
-
-
-@dataclass(frozen=True)
 class Facts:
-    hook: Literal["order-sign", "order-select"]
+    hook: str  # the hook's name; service.cdshooks.hooks.HOOKS has its spec
     today: date
     patient_ref: str
     patient_state: str | None

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from service.facts.build import CodeReader
-from service.rules.catalogue import RuleData
+from service.facts.codes import CodeReader
+from service.knowledge.catalogue import RuleData
 
 # Resource types judged by their `code`; `diagnosis`: read codes the way Conditions are read.
 _JUDGED = {"Condition": True, "Procedure": False}

@@ -25,8 +25,8 @@ from fhir.resources.R4B.resource import Resource
 
 from service.cdshooks.models import HookRequest
 from service.config import FhirAccessSettings, FhirServerAllowance
-from service.facts.model import DataGap
 from service.fhir.client import FhirClient, FhirEndpoint, FhirFetchError, is_read
+from service.fhir.gaps import DataGap
 from service.fhir.linked import LinkedResults, resolve_linked_results
 from service.fhir.parse import Skipped, bundle_resources, parse_resource, unreadable_entries
 

@@ -2,7 +2,7 @@
 
 New resources are valid R4 with the patient, requester and reasons carried over from the order
 they are about. Updates return the *whole* order (CDS Hooks: "the entire updated resource"),
-starting from `OrderContext.drafts`: the pipeline passes the orders as the coverage-information
+starting from `ActionContext.drafts`: the pipeline passes the orders as the coverage-information
 system action updates them, so accepting a suggestion never drops that extension.
 """
 
@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.cdshooks.models import Action
-from service.facts.model import Code
+from service.knowledge.catalogue import RuleData
+from service.knowledge.vocabulary import Code, normalise_code
 from service.render.cards import SuggestionTemplate
-from service.rules.catalogue import RuleData
-from service.rules.codes import normalise_code
 from service.rules.findings import Finding, ProposedAction
 
 
 @dataclass(frozen=True)
-class OrderContext:
+class ActionContext:
     """What actions need from the hook call: the draft orders as sent, patient and user."""
 
     # "ServiceRequest/1" -> the order as received, or as the coverage system action updates it
@@ -34,7 +33,7 @@ class OrderContext:
 
 
 class ActionBuilder:
-    def __init__(self, orders: OrderContext, rule_data: RuleData) -> None:
+    def __init__(self, orders: ActionContext, rule_data: RuleData) -> None:
         self.orders = orders
         self.rule_data = rule_data
 

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.cdshooks.hooks import HOOKS, HookSpec
 from service.cdshooks.models import Card, Coding, Link, Source, Suggestion
-from service.rules.catalogue import TOPIC_SYSTEM, TOPICS, RuleData
+from service.knowledge.catalogue import TOPIC_SYSTEM, TOPICS, RuleData
 from service.rules.findings import ActionKind, Finding
 from service.yamlfile import read_mapping
 
@@ -30,14 +31,12 @@ IdFactory = Callable[[], str]
 
 SUMMARY_LIMIT = 139  # CDS Hooks: "<140-character"
 
-Hook = Literal["order-sign", "order-select"]
+# Placeholders the renderer fills for every card, whatever the rule, from the hook's spec.
+RENDERER_PLACEHOLDERS = frozenset({"ordering"})
 
-# Placeholders the renderer fills for every card, whatever the rule: by hook.
-_HOOK_VALUES: dict[str, dict[str, str]] = {
-    "order-sign": {"ordering": "being signed"},
-    "order-select": {"ordering": "being entered"},
-}
-RENDERER_PLACEHOLDERS = frozenset(_HOOK_VALUES["order-sign"])
+
+def _hook_values(hook: HookSpec) -> dict[str, str]:
+    return {"ordering": hook.ordering}
 
 
 def new_id() -> str:
@@ -202,14 +201,14 @@ def render_card(
     render_actions: Callable[[Finding, SuggestionTemplate, str], list[Any]],
     new_uuid: IdFactory = new_id,
     *,
-    hook: Hook = "order-sign",
+    hook: HookSpec = HOOKS["order-sign"],
 ) -> Card:
     """One card for one finding. `render_actions` builds the CDS Hooks actions (FHIR JSON).
 
     `hook` picks the wording of the renderer's own placeholders (`{ordering}`); they take
     precedence over a rule detail of the same name."""
     template = catalogue.templates[finding.topic]
-    values = {**finding.details, **_HOOK_VALUES[hook]}
+    values = {**finding.details, **_hook_values(hook)}
     rule = rule_data.rules[finding.topic]
     suggestions = [
         Suggestion(

@@ -15,8 +15,8 @@ from datetime import date
 from typing import Any
 
 from service.cdshooks.models import Action
+from service.knowledge.catalogue import RuleData
 from service.render.cards import IdFactory
-from service.rules.catalogue import RuleData
 from service.rules.coverage import CoverageAssessment
 
 COVERAGE_INFO_URL = (

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from service.facts.model import Code, Facts, Order
-from service.rules.catalogue import RuleData
+from service.facts.model import Facts, Order
+from service.knowledge.catalogue import RuleData
+from service.knowledge.vocabulary import Code
 from service.rules.coverage import (
     cost_text,
     order_label,

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from service.facts.model import Code, Facts, Order
-from service.rules.catalogue import CODE_FAMILY_LISTS, FamilyPolicy, PayerRow, RuleData
+from service.cdshooks.hooks import hook_spec
+from service.facts.model import Facts, Order
+from service.knowledge.catalogue import CODE_FAMILY_LISTS, FamilyPolicy, PayerRow, RuleData
+from service.knowledge.vocabulary import Code
 from service.rules.findings import Finding
 
 Covered = Literal["covered", "not-covered", "conditional"]
@@ -320,8 +322,8 @@ def assess_coverage(
         if draft.covered != "not-covered":  # CRD q2: no pa-needed on a not-covered answer
             _add_prior_auth(draft, payer_policy(facts, data, order, family), facts.patient_state)
         doc_needed = tuple(draft.doc_needed or ())
-        if facts.hook == "order-select":
-            doc_needed = ()  # CRD hook-19: never ask for documentation on order-select
+        if not hook_spec(facts.hook).asks_for_documentation:
+            doc_needed = ()  # CRD hook-19: no documentation requests on order-select
         assessments.append(
             CoverageAssessment(
                 order_ref=order.ref,

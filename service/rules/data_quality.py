@@ -13,9 +13,10 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.facts.model import DataGap, Facts, Order
+from service.facts.model import Facts, Order
+from service.fhir.gaps import DataGap
+from service.knowledge.catalogue import CodeFamily, RuleData
 from service.rules.cac import order_or_problem_list, supporting_codes, symptomatic
-from service.rules.catalogue import CodeFamily, RuleData
 from service.rules.coverage import family_of, payer_kind, payer_policy
 from service.rules.findings import Finding
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pydantic import ValidationError
 
 from service.facts.model import Facts
+from service.knowledge.catalogue import RuleData, RuleDataError
 from service.rules import cac, coverage, data_quality, ffrct
-from service.rules.catalogue import RuleData, RuleDataError
 from service.rules.findings import Finding
 
 Rule = Callable[[Facts, RuleData], Iterable[Finding]]

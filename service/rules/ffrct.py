@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from service.facts.model import CctaResult, Code, Facts, Order, PerformedStudy
-from service.rules.catalogue import RuleData
+from service.facts.model import CctaResult, Facts, Order, PerformedStudy
+from service.knowledge.catalogue import RuleData
+from service.knowledge.vocabulary import Code
 from service.rules.coverage import order_label
 from service.rules.findings import Finding, ProposedAction
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from service.facts.model import Code
+from service.knowledge.vocabulary import Code
 
 ActionKind = Literal["delete-order", "create-order", "replace-order-code", "create-abn-task"]
 

@@ -2,10 +2,11 @@
 
 A CCTA report coded with the CPT OID, or an FFR-CT report coded 75580, that the template does not
 find is a CCTA the rules never see: "no CCTA on file", and a suggestion to repeat the scan. So
-the code lists are read from the rule data (service/rules/data/codes.yaml) and every code must be
-searched for under every system spelling the rules read it in; a code added to a list and not to
-the template fails here. Templates also stay inside the CDS Hooks 2.0 recommended query subset
-(https://cds-hooks.hl7.org/2.0/#prefetch-query-restrictions): no _include, no chaining.
+the code lists are read from the rule data (service/knowledge/data/codes.yaml) and every code
+must be searched for under every system spelling the rules read it in; a code added to a list
+and not to the template fails here. Templates also stay inside the CDS Hooks 2.0 recommended
+query subset (https://cds-hooks.hl7.org/2.0/#prefetch-query-restrictions): no _include, no
+chaining.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from urllib.parse import unquote
 import pytest
 
 from service.cdshooks.discovery import ServiceRegistry
-from service.rules.catalogue import RuleData, load_rule_data
-from service.rules.codes import CodeList
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import CodeList
 
 RULE_DATA = load_rule_data()
 # Which code lists each template must cover (the rules' CCTA/FFR-CT evidence and orders on file).

@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
+from service.cdshooks.hooks import HOOKS
 from service.facts.build import build_facts
 from service.facts.clinical import parse_cad_rads, ref_key
-from service.facts.model import Code, DataGap, Facts
+from service.facts.model import Facts
+from service.fhir.drafts import parse_drafts
+from service.fhir.gaps import DataGap
 from service.fhir.gather import gather_prefetch
-from service.pipeline import parse_drafts
-from service.rules.catalogue import RuleData, load_rule_data
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import Code
 from tests.support.fhir_json import CPT, PREFETCH_KEYS, service_request
 
 TODAY = date(2026, 11, 23)
@@ -48,7 +51,7 @@ def make_facts(
     gathered.gaps.extend(DataGap(k, "not prefetched") for k in to_fetch)
     parsed, gaps = parse_drafts(bundle(*(drafts or [ffrct_order()])))
     return build_facts(
-        hook="order-sign",
+        hook=HOOKS["order-sign"],
         context={"patientId": "p1", "userId": "Practitioner/d1"},
         drafts=parsed,
         data=gathered,

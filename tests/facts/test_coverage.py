@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from service.facts.coverage import coverage_facts, normalise_state
-from service.facts.model import Code, DataGap, Order
+from service.facts.model import Order
+from service.fhir.gaps import DataGap
 from service.fhir.gather import gather_prefetch
-from service.rules.catalogue import RuleData, load_rule_data
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import Code
 
 SOPT_SPELLINGS = [
     "https://nahdo.org/sopt",

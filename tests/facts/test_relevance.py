@@ -8,7 +8,7 @@ import pytest
 
 from service.facts.relevance import RelevanceFilter
 from service.fhir.gather import gather_prefetch
-from service.rules.catalogue import RuleData, load_rule_data
+from service.knowledge.catalogue import RuleData, load_rule_data
 
 
 @pytest.fixture(scope="module")

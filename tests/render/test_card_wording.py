@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from service.cdshooks.hooks import HOOKS
 from service.pipeline import Knowledge
-from service.render.actions import ActionBuilder, OrderContext
+from service.render.actions import ActionBuilder, ActionContext
 from service.render.cards import (
     RENDERER_PLACEHOLDERS,
     SUMMARY_LIMIT,
@@ -223,10 +224,10 @@ def _finding() -> Finding:
 def test_ordering_placeholder_follows_the_hook(hook: Any, said: str) -> None:
     knowledge = Knowledge.load()
     actions = ActionBuilder(
-        OrderContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
+        ActionContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
         knowledge.rule_data,
     )
-    card = render_card(_finding(), knowledge.cards, knowledge.rule_data, actions, hook=hook)
+    card = render_card(_finding(), knowledge.cards, knowledge.rule_data, actions, hook=HOOKS[hook])
     assert card.detail is not None
     assert f"among the orders {said}." in " ".join(card.detail.split())
     default = render_card(_finding(), knowledge.cards, knowledge.rule_data, actions)

@@ -10,17 +10,11 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from service.facts.model import (
-    Code,
-    CoverageFacts,
-    DataGap,
-    Facts,
-    Order,
-    PayerKind,
-    PerformedStudy,
-)
+from service.facts.model import CoverageFacts, Facts, Order, PayerKind, PerformedStudy
+from service.fhir.gaps import DataGap
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import Code
 from service.render.coverage_info import COVERAGE_INFO_URL, coverage_actions
-from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.coverage import CoverageAssessment, assess_coverage
 from service.rules.engine import evaluate
 from service.rules.findings import Finding

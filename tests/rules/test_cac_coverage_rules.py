@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from service.facts.model import Code, CoverageFacts, DataGap, Diagnosis, Facts, Order, PayerKind
+from service.facts.model import CoverageFacts, Diagnosis, Facts, Order, PayerKind
+from service.fhir.gaps import DataGap
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import Code
 from service.rules import cac, coverage
-from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.engine import evaluate
 
 DOS = date(2026, 12, 1)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from service.cdshooks.hooks import HOOKS
 from service.cdshooks.models import HookRequest
 from service.fhir.gather import gather_prefetch
 from service.offline import coverage_summary
@@ -157,6 +158,7 @@ def test_evaluation_carries_the_coverage_assertion_ids() -> None:
     data, _ = gather_prefetch(templates, request.prefetch)
     counter = itertools.count()
     evaluation = run(
+        HOOKS["order-sign"],
         request,
         data,
         knowledge,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.rules.catalogue import RuleDataError, load_rule_data
+from service.knowledge.catalogue import RuleDataError, load_rule_data
 
 GOOD_ROW = """
 payers:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from service.facts.model import Code, CoverageFacts, DataGap, Diagnosis, Facts, Order
+from service.facts.model import CoverageFacts, Diagnosis, Facts, Order
+from service.fhir.gaps import DataGap
+from service.knowledge.catalogue import RuleData, RuleDataError, load_rule_data
+from service.knowledge.vocabulary import Code
 from service.pipeline import Knowledge
-from service.render.actions import ActionBuilder, OrderContext
+from service.render.actions import ActionBuilder, ActionContext
 from service.render.cards import render_card
 from service.rules import data_quality
-from service.rules.catalogue import RuleData, RuleDataError, load_rule_data
 from service.rules.findings import Finding
 from tests.fhir.support import KEYS
 
@@ -162,7 +164,7 @@ def test_renders_as_an_info_card_without_override_reasons(data: RuleData) -> Non
     knowledge = Knowledge.load()
     finding = _one(_facts(DataGap("conditions", "FHIR server answered 403")), data)
     actions = ActionBuilder(
-        OrderContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
+        ActionContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
         knowledge.rule_data,
     )
     card = render_card(finding, knowledge.cards, knowledge.rule_data, actions)

@@ -8,18 +8,12 @@ from typing import Any
 
 import pytest
 
-from service.facts.model import (
-    CctaResult,
-    Code,
-    DataGap,
-    Diagnosis,
-    Facts,
-    Order,
-    PerformedStudy,
-)
+from service.facts.model import CctaResult, Diagnosis, Facts, Order, PerformedStudy
+from service.fhir.gaps import DataGap
+from service.knowledge.catalogue import RuleData, load_rule_data
+from service.knowledge.vocabulary import Code
 from service.pipeline import Knowledge
 from service.rules import ffrct
-from service.rules.catalogue import RuleData, load_rule_data
 from service.rules.findings import Finding, ProposedAction
 
 TODAY = date(2026, 11, 23)
