@@ -18,13 +18,10 @@ import httpx
 from service.cdshooks.discovery import ServiceRegistry
 from service.cdshooks.hooks import RequestProblem, parse_hook_request
 from service.config import Settings
+from service.crd.extension import COVERAGE_INFO_URL
 from service.pipeline import Knowledge
 from service.runtime import Runtime
 from service.security.auth import Authenticator, Caller
-
-COVERAGE_INFO_URL = (
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
-)
 
 
 @dataclass(frozen=True)

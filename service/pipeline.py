@@ -15,21 +15,22 @@ from typing import Any
 
 from service.cdshooks.hooks import HookSpec
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
+from service.crd.assessment import assess_coverage, assessor
+from service.crd.extension import coverage_actions, updated_orders
 from service.facts.build import build_facts
-from service.facts.clinical import ref_key
 from service.facts.codes import CodeReader
 from service.facts.relevance import RelevanceFilter
 from service.fhir.drafts import DraftOrder, parse_drafts
 from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
+from service.fhir.parse import ref_key
 from service.knowledge.catalogue import RuleData, load_rule_data
 from service.render.actions import ActionBuilder, ActionContext
 from service.render.cards import CardCatalogue, IdFactory, new_id, render_card
-from service.render.coverage_info import coverage_actions, updated_orders
-from service.rules.coverage import assess_coverage, order_label
 from service.rules.data_quality import without_moot_reason_gaps
-from service.rules.engine import RULES, Rule, check_params, evaluate
+from service.rules.engine import RULES, Rule, check_params, check_topics, evaluate
 from service.rules.findings import Finding
+from service.rules.payers import order_label
 
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
@@ -46,8 +47,11 @@ class Knowledge:
     def load(cls, extra_rule_dir: Path | None = None, cards_dir: Path | None = None) -> Knowledge:
         rule_data = load_rule_data(extra_rule_dir)
         cards = CardCatalogue.load(cards_dir)
+        check_topics(rule_data)
         cards.check_against(rule_data, set(RULES))
         check_params(rule_data)
+        for family in rule_data.families:
+            assessor(family)  # every order family has a coverage assessment, or no start
         return cls(rule_data, cards, RULES)
 
 
@@ -137,7 +141,7 @@ def drafts_out_of_scope(hook: HookSpec, request: HookRequest, knowledge: Knowled
     Cheaper than validating them: an EHR calls for every order signed. False whenever the look
     cannot judge (a focus order whose code is missing or malformed): the full path decides.
     """
-    entries = request.context["draftOrders"].get("entry")
+    entries = hook.orders(request.context).get("entry")
     if not isinstance(entries, list):
         return False
     selections = hook.focus(request.context)
@@ -164,7 +168,7 @@ def read_drafts(hook: HookSpec, request: HookRequest, knowledge: Knowledge) -> P
     a statin): those are answered without reading the prefetch or building facts. A draft that
     cannot be read counts as in scope: the full path reports it (data-incomplete card).
     """
-    drafts, gaps = parse_drafts(request.context["draftOrders"])
+    drafts, gaps = parse_drafts(hook.orders(request.context))
     selections = hook.focus(request.context)
     codes = CodeReader(knowledge.rule_data)
     focus = [d for d in drafts if selections is None or d.ref in selections]
@@ -216,12 +220,7 @@ def run(
     if options.allows("coverage-info"):
         # CRD: coverage information as system actions, from ALL findings (card options must
         # not change what the payer answer says); needs a Coverage to reference.
-        assessments = assess_coverage(
-            facts,
-            all_findings,
-            knowledge.rule_data,
-            lambda topic: knowledge.cards.templates[topic].indicator != "info",
-        )
+        assessments = assess_coverage(facts, all_findings, knowledge.rule_data, hook=hook)
         system_actions, assertion_ids = coverage_actions(
             assessments,
             sent_back,

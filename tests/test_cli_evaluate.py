@@ -64,3 +64,14 @@ def test_bad_today_is_a_clear_error() -> None:
     result = CliRunner().invoke(app, ["evaluate", str(OID_SCENARIO), "--today", "tomorrow"])
     assert result.exit_code == 2
     assert "cannot evaluate" in result.output
+
+
+def test_offline_checks_a_request_as_the_api_does(tmp_path: Path) -> None:
+    """One parse path: an order-select call without selections is refused offline too."""
+    select = json.loads((SCENARIOS / "protocol-order-select-selected-cac.json").read_text())
+    del select["request"]["context"]["selections"]
+    path = tmp_path / "no-selections.json"
+    path.write_text(json.dumps(select), encoding="utf-8")
+    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 2
+    assert "context.selections is required for order-select" in result.output

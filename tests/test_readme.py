@@ -40,7 +40,7 @@ def test_topic_table_is_current() -> None:
 
 
 def test_every_topic_is_in_the_readme() -> None:
-    from service.knowledge.catalogue import TOPICS
+    from service.rules.engine import RULES as TOPICS
 
     for topic in TOPICS:
         assert f"`{topic}`" in README, topic

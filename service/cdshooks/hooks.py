@@ -33,6 +33,8 @@ class RequestProblem(Exception):
 class HookSpec:
     name: str
     context_model: type[BaseModel]
+    # The context member holding the orders, a FHIR Bundle (`draftOrders` on both order hooks).
+    orders_key: str
     # order-select: the orders being entered are `context.selections`; the other draft orders
     # are already on the list. None: every draft order is in focus.
     selections_key: str | None
@@ -40,6 +42,11 @@ class HookSpec:
     asks_for_documentation: bool
     # How card text says what the clinician is doing with the order ("{ordering}").
     ordering: str
+
+    def orders(self, context: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The Bundle of orders in the context (validated by `check`)."""
+        bundle: Mapping[str, Any] = context[self.orders_key]
+        return bundle
 
     def focus(self, context: Mapping[str, Any]) -> set[str] | None:
         """The references of the draft orders in focus; None when every draft order is."""
@@ -61,6 +68,7 @@ HOOKS: Mapping[str, HookSpec] = {
     "order-sign": HookSpec(
         name="order-sign",
         context_model=OrderContext,
+        orders_key="draftOrders",
         selections_key=None,
         asks_for_documentation=True,
         ordering="being signed",
@@ -68,6 +76,7 @@ HOOKS: Mapping[str, HookSpec] = {
     "order-select": HookSpec(
         name="order-select",
         context_model=OrderContext,
+        orders_key="draftOrders",
         selections_key="selections",
         asks_for_documentation=False,
         ordering="being entered",

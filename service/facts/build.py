@@ -16,6 +16,7 @@ from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from service.cdshooks.hooks import HookSpec
+from service.facts.ccta import with_ccta_targets
 from service.facts.clinical import ClinicalReader
 from service.facts.codes import CodeReader
 from service.facts.coverage import coverage_facts
@@ -105,8 +106,7 @@ def build_facts(
         draft_orders=draft_orders,
         today=today,
     )
-    return Facts(
-        hook=hook.name,
+    facts = Facts(
         today=today,
         patient_ref=f"Patient/{context.get('patientId')}",
         patient_state=insurance.patient_state,
@@ -122,6 +122,6 @@ def build_facts(
         coverage_by_date=insurance.by_date,
         coverage_known=insurance.known,
         other_coverages=insurance.others,
-        ffrct_stenosis_range=insurance.ffrct_stenosis_range,
         gaps=(*data.gaps, *extra_gaps, *insurance.gaps, *reason_gaps, *order_gaps),
     )
+    return with_ccta_targets(facts, rule_data)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -28,6 +28,7 @@ from service.facts.dates import to_date
 from service.facts.model import CctaResult, Diagnosis, Order, PerformedStudy
 from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
+from service.fhir.parse import ref_key
 from service.knowledge.catalogue import RuleData
 from service.knowledge.vocabulary import Code
 
@@ -67,16 +68,6 @@ def parse_cad_rads(text: str | None, *, bare: bool = False) -> tuple[str, frozen
         return None
     modifiers = frozenset(m.strip().upper() for m in match.group(2).split("/") if m.strip())
     return match.group(1).upper(), modifiers
-
-
-def ref_key(reference: str | None) -> str | None:
-    """ "http://x/fhir/Condition/1/_history/2" -> "Condition/1"; "#c1" stays "#c1"."""
-    if not reference:
-        return None
-    if reference.startswith("#"):
-        return reference
-    parts = reference.split("/_history/")[0].rstrip("/").split("/")
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
 def _refs(references: Iterable[Any] | Any | None) -> set[str]:
@@ -284,10 +275,7 @@ class ClinicalReader:
     def _result(self, group: list[_Candidate]) -> CctaResult:
         named = min(group, key=lambda c: c.rank)
         reading = _combine(self._reading(r) for c in group for r in c.reports)
-        ranges: dict[str, list[float]] = self.rule_data.param(
-            "ffrct-stenosis-out-of-range", "cad_rads_ranges"
-        )
-        bounds = ranges.get(reading.cad_rads or "")
+        bounds = self.rule_data.ccta_reading.cad_rads_ranges.get(reading.cad_rads or "")
         measured = reading.percent_range
         percent = reading.max_percent
         if percent is not None and measured is not None and measured[0] > percent:
@@ -339,15 +327,11 @@ class ClinicalReader:
         return _Reading(cad_rads=category, modifiers=modifiers)
 
     def _coded_modifiers(self, codes: Iterable[Code]) -> frozenset[str]:
-        mapping: dict[str, str] = self.rule_data.param(
-            "ffrct-stenosis-out-of-range", "cad_rads_modifier_codes"
-        )
+        mapping = self.rule_data.ccta_reading.cad_rads_modifier_codes
         return frozenset(mapping[str(c)] for c in codes if str(c) in mapping)
 
     def _coded_cad_rads(self, codes: Iterable[Code]) -> str | None:
-        mapping: dict[str, str] = self.rule_data.param(
-            "ffrct-stenosis-out-of-range", "cad_rads_value_codes"
-        )
+        mapping = self.rule_data.ccta_reading.cad_rads_value_codes
         return next((mapping[str(c)] for c in sorted(codes) if str(c) in mapping), None)
 
     def _observation_reading(self, observation: Observation) -> _Reading:
@@ -401,9 +385,8 @@ class ClinicalReader:
                     percent = spoken
         return _Reading(percent, category, modifiers, percent_range)
 
-    def _terms(self, name: str) -> tuple[str, ...]:
-        terms: list[str] = self.rule_data.param("ffrct-stenosis-out-of-range", name)
-        return tuple(terms)
+    def _terms(self, name: Literal["stenosis_terms", "non_stenosis_terms"]) -> tuple[str, ...]:
+        return tuple(getattr(self.rule_data.ccta_reading, name))
 
     def _percent_kind(self, codes: frozenset[Code], concept: Any, parent: Any) -> str:
         """ "stenosis-coded" (a configured stenosis code: its number is a % even unitless),

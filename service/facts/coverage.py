@@ -37,7 +37,7 @@ from service.facts.dates import to_date
 from service.facts.model import CoverageFacts, Order, PayerKind
 from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
-from service.knowledge.catalogue import CODE_FAMILY_LISTS, PayerRow, RuleData
+from service.knowledge.catalogue import PayerRow, RuleData
 
 MEDICARE_KINDS = frozenset({"original-medicare", "medicare-advantage"})
 _MEDICARE_WORD = re.compile(r"\bmedicare\b", re.IGNORECASE)
@@ -437,7 +437,6 @@ class InsuranceFacts:
     by_date: tuple[tuple[date, CoverageFacts | None], ...]
     known: bool  # False: coverage data could not be obtained (not "no coverage")
     patient_state: str | None
-    ffrct_stenosis_range: tuple[float, float] | None
     gaps: tuple[DataGap, ...]
 
 
@@ -465,26 +464,12 @@ def coverage_facts(
             rule_data=rule_data,
         )
     primary, others = found[service_date]
-    # The FFR-CT stenosis range is the payer's on the (first) FFR-CT order's own date.
-    ffrct_codes = [rule_data.codes(name) for name in CODE_FAMILY_LISTS["ffrct"]]
-    ffrct_day = next(
-        (o.service_date for o in focus if any(c.any_in(o.codes) for c in ffrct_codes)),
-        service_date,
-    )
-    ffrct_payer = found[ffrct_day][0]
-    row = (
-        rule_data.payer(ffrct_payer.payer_profile)
-        if ffrct_payer and ffrct_payer.payer_profile
-        else None
-    )
-    ffrct = row.policy("ffrct") if row else None
     return InsuranceFacts(
         primary=primary,
         others=others,
         by_date=tuple((day, cov) for day, (cov, _) in found.items()),
         known=known,
         patient_state=state,
-        ffrct_stenosis_range=ffrct.stenosis_range if ffrct else None,
         gaps=_coverage_gaps(focus, {day: cov for day, (cov, _) in found.items()}, rule_data),
     )
 

@@ -73,6 +73,31 @@ class CctaResult:
 
 
 @dataclass(frozen=True)
+class CctaTarget:
+    """The CCTA an FFR-CT order is derived from: one on file (with its reading), or a 75574
+    ordered but not yet read (in the same draft, or an active order on file)."""
+
+    ccta: CctaResult | None = None
+    draft: Order | None = None  # the 75574 order when the CCTA has no reading yet
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        if self.ccta is not None:
+            return self.ccta.aliases | {self.ccta.ref}
+        return frozenset({self.draft.ref}) if self.draft else frozenset()
+
+    @property
+    def day(self) -> date | None:
+        if self.ccta is not None:
+            return self.ccta.performed
+        return self.draft.service_date if self.draft else None
+
+
+# Order statuses that mean "ordered and still standing, or done": not draft, revoked, void.
+STANDING_ORDER_STATUSES = frozenset({"active", "on-hold", "completed"})
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """An active Condition (problem list or encounter diagnosis)."""
 
@@ -109,7 +134,6 @@ class CoverageFacts:
 
 @dataclass(frozen=True)
 class Facts:
-    hook: str  # the hook's name; service.cdshooks.hooks.HOOKS has its spec
     today: date
     patient_ref: str
     patient_state: str | None
@@ -132,8 +156,9 @@ class Facts:
     coverage_known: bool = True  # False: coverage data was unavailable (not "no coverage")
     other_coverages: tuple[CoverageFacts, ...] = ()
     gaps: tuple[DataGap, ...] = field(default=())
-    # The payer's FFR-CT stenosis range (e.g. Medicare LCDs 40-90 %); None: the rule's default.
-    ffrct_stenosis_range: tuple[float, float] | None = None
+    # The CCTA each FFR-CT draft order is for, by order ref (service.facts.ccta; absent: none
+    # known). Read it through `ccta_target(ref)`.
+    ccta_targets: tuple[tuple[str, CctaTarget], ...] = ()
 
     @property
     def focus_orders(self) -> tuple[Order, ...]:
@@ -146,6 +171,10 @@ class Facts:
             if day == order.service_date:
                 return coverage
         return self.coverage
+
+    def ccta_target(self, order_ref: str) -> CctaTarget | None:
+        """The CCTA an FFR-CT draft order is for; None when no CCTA is known."""
+        return dict(self.ccta_targets).get(order_ref)
 
     def unavailable(self, key: str) -> bool:
         return any(g.key == key for g in self.gaps)

@@ -27,7 +27,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
 
 from service.fhir.client import FhirClient, FhirEndpoint, FhirFetchError
-from service.fhir.parse import bundle_resources, parse_resource
+from service.fhir.parse import bundle_resources, parse_resource, ref_key
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,6 @@ def observation_id(reference: str, endpoint: FhirEndpoint | None) -> str | None:
     return ident if kind == "Observation" and _ID.fullmatch(ident) else None
 
 
-def _key(reference: str) -> str:
-    """How the facts match a reference to a resource: `Observation/x`, whatever the host."""
-    parts = reference.split("/_history/", 1)[0].rstrip("/").split("/")
-    return "/".join(parts[-2:])
-
-
 def _members(observation: Observation, contained: Mapping[str, Resource]) -> Iterator[_Link]:
     for member in observation.hasMember or []:
         if member is not None and member.reference:
@@ -139,7 +133,11 @@ async def resolve_linked_results(
         wanted: dict[str, str] = {}  # id -> reference key
         for link in level:
             local = link.reference.startswith("#")
-            key = f"{id(link.contained)}{link.reference}" if local else _key(link.reference)
+            key = (
+                f"{id(link.contained)}{link.reference}"
+                if local
+                else ref_key(link.reference) or link.reference
+            )
             if key in seen:
                 continue
             seen.add(key)

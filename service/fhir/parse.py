@@ -96,3 +96,14 @@ def unreadable_entries(bundle: dict[str, Any]) -> bool:
     if not isinstance(entries, list):
         return True
     return any(not isinstance(e, dict) or not isinstance(e.get("resource"), dict) for e in entries)
+
+
+def ref_key(reference: str | None) -> str | None:
+    """How references are matched to resources, whatever the host or version:
+    "http://x/fhir/Condition/1/_history/2" -> "Condition/1"; "#c1" stays "#c1"."""
+    if not reference:
+        return None
+    if reference.startswith("#"):
+        return reference
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None

@@ -24,33 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from service.knowledge.text import check_placeholders
 from service.knowledge.vocabulary import Code, CodeList
 from service.yamlfile import read_mapping
 
 BUNDLED_DATA_DIR = Path(__file__).with_name("data")
 
-# The contract EHR integrators configure against (`source.topic.code`); see README.
-TopicCode = Literal[
-    "ffrct-symptoms-missing",
-    "ffrct-screening-use",
-    "ffrct-ccta-missing",
-    "ffrct-stenosis-out-of-range",
-    "ffrct-stenosis-undocumented",
-    "ffrct-bmi-missing",
-    "ffrct-duplicate",
-    "ffrct-legacy-code",
-    "ffrct-excluded-history",
-    "cac-bundling-conflict",
-    "cac-abn-required",
-    "cac-medicare-advantage",
-    "cac-risk-factor-missing",
-    "cac-screening-not-covered",
-    "prior-auth-required",
-    "coverage-missing",
-    "data-incomplete",
-    "cost-estimate",
-]
-TOPICS: tuple[str, ...] = get_args(TopicCode)
 TOPIC_SYSTEM = "https://cardiac-ct-cds.org/fhir/CodeSystem/card-topic"
 
 # Da Vinci CRD card types used as configuration options (davinci-crd.configuration-options).
@@ -72,11 +51,43 @@ class SourceRef(_Data):
     effective: date  # the date the cited text took effect (or was published/read)
 
 
+# What a finding means for the Da Vinci CRD coverage information of the order it names
+# (service.crd.assessment; rules.md §5):
+#   none          nothing: the payer answer does not change (a card for the clinician only)
+#   undocumented  a coverage criterion the record does not show; documentation can fix it
+#                 (conditional, doc-needed clinical)
+#   limitation    the record shows a policy limitation (Medicare LCD: not covered; another
+#                 payer: conditional, check its policy)
+#   payer-denial  the payer's policy denies the order as ordered (not covered)
+#   not-payable   never paid, whoever the payer (a duplicate, an NCCI bundle): not covered
+#   coding        the claim must be coded differently (a reason; billingCode says how)
+CoverageEffectKind = Literal[
+    "none", "undocumented", "limitation", "payer-denial", "not-payable", "coding"
+]
+
+
+class CoverageEffect(_Data):
+    effect: CoverageEffectKind
+    # The reason the coverage information gives (plain text; `{name}` is filled from the
+    # finding's details, as in card text). Required unless the effect is none.
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _reason_when_it_counts(self) -> CoverageEffect:
+        if self.effect != "none" and not (self.reason or "").strip():
+            raise ValueError(f"coverage effect {self.effect!r} needs a reason")
+        if self.effect == "none" and self.reason is not None:
+            raise ValueError("coverage effect 'none' gives no reason")
+        check_placeholders(self.reason or "")
+        return self
+
+
 class RuleEntry(_Data):
-    topic: TopicCode
+    topic: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     title: str
     trigger: str  # one line, for the README topic table and the rule owner
     card_type: CrdCardType
+    coverage: CoverageEffect  # what the finding means for CRD coverage information
     sources: list[SourceRef] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -84,14 +95,18 @@ class RuleEntry(_Data):
 PayerKindName = Literal[
     "original-medicare", "medicare-advantage", "medicaid", "commercial", "other"
 ]
-CodeFamily = Literal["cac", "ffrct"]
 CoveragePosition = Literal["not-covered", "conditional", "covered"]
 
-# Code lists that make up each code family a payer policy is written for (rules.md §1).
-CODE_FAMILY_LISTS: dict[str, tuple[str, ...]] = {
-    "cac": ("cac",),
-    "ffrct": ("ffrct", "ffrct_legacy"),
-}
+
+class OrderFamily(_Data):
+    """An order family this service checks (codes.yaml `families`): its code lists, how card
+    text names it, and what a claim for it carries."""
+
+    code_lists: list[str] = Field(min_length=1)
+    title: str = Field(min_length=1)  # at the start of an order label: "FFR-CT (75580)"
+    label: str = Field(min_length=1)  # mid-sentence: "calcium score"
+    billing_codes: list[str] = Field(default_factory=list)  # empty: the order's own code
+    same_day_billing: dict[str, str] = Field(default_factory=dict)  # code list -> code
 
 
 class PayorIdentifier(_Data):
@@ -230,7 +245,7 @@ class PayerRow(_Data):
     implies_primary: PayerKindName | None = None
     states: UspsStates | None = None  # the row applies only to patients living in these states
     profile: str | None = None  # inherit the policies of this row for families not set here
-    policies: dict[CodeFamily, FamilyPolicy] = Field(default_factory=dict)
+    policies: dict[str, FamilyPolicy] = Field(default_factory=dict)  # family -> policy
     sources: list[SourceRef] = Field(min_length=1)
 
     def policy(self, family: str) -> FamilyPolicy | None:
@@ -256,25 +271,39 @@ class BillingCrosswalk(_Data):
         return kinds
 
 
+class CctaReading(_Data):
+    """How a CCTA report is read (codes.yaml `ccta_reading`; rules.md §2 "Reading the CCTA")."""
+
+    cad_rads_ranges: dict[str, tuple[float, float]]  # category -> stenosis bounds (%)
+    cad_rads_value_codes: dict[str, str]  # "system|code" -> category
+    cad_rads_modifier_codes: dict[str, str]  # "system|code" -> modifier letter
+    stenosis_terms: list[str] = Field(min_length=1)
+    non_stenosis_terms: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CctaReading:
+        for category, (low, high) in self.cad_rads_ranges.items():
+            if not 0 <= low <= high <= 100:
+                raise ValueError(f"cad_rads_ranges.{category}: need 0 <= low <= high <= 100")
+        unknown = set(self.cad_rads_value_codes.values()) - set(self.cad_rads_ranges) - {"N"}
+        if unknown:
+            raise ValueError(f"cad_rads_value_codes name categories with no range: {unknown}")
+        return self
+
+
 class RuleData(_Data):
     """Everything the rules read besides the facts."""
 
     version: str
     systems: dict[str, list[str]]  # short name -> URIs (canonical first)
     code_lists: dict[str, CodeList]
+    families: dict[str, OrderFamily]
+    ccta_reading: CctaReading
     rules: dict[str, RuleEntry]
     payers: list[PayerRow] = Field(default_factory=list)
     billing_crosswalks: list[BillingCrosswalk] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    @field_validator("rules")
-    @classmethod
-    def _every_topic_once(cls, rules: dict[str, RuleEntry]) -> dict[str, RuleEntry]:
-        missing = set(TOPICS) - set(rules)
-        if missing:
-            raise ValueError(f"rules.yaml has no entry for topic(s): {sorted(missing)}")
-        return rules
 
     @cached_property
     def system_for_uri(self) -> dict[str, str]:
@@ -287,12 +316,24 @@ class RuleData(_Data):
     def codes(self, name: str) -> CodeList:
         return self.code_lists[name]
 
-    def in_scope(self, codes: Iterable[Code]) -> bool:
-        """An FFR-CT or calcium-score code: the code families payer policies are written for."""
+    def family_of(self, codes: Iterable[Code]) -> str | None:
+        """The order family these codes belong to ("ffrct", "cac"), or None: not in scope."""
         codes = list(codes)
-        return any(
-            self.codes(name).any_in(codes) for names in CODE_FAMILY_LISTS.values() for name in names
-        )
+        for name, family in self.families.items():
+            if any(self.codes(lst).any_in(codes) for lst in family.code_lists):
+                return name
+        return None
+
+    def in_scope(self, codes: Iterable[Code]) -> bool:
+        """An order this service checks: its codes belong to one of the families."""
+        return self.family_of(codes) is not None
+
+    def family_codes(self, family: str, codes: Iterable[Code]) -> list[Code]:
+        """The codes (sorted) on the family's code lists, in the order the lists are named."""
+        ordered = sorted(codes)
+        return [
+            c for lst in self.families[family].code_lists for c in self.codes(lst).matches(ordered)
+        ]
 
     def param(self, topic: str, name: str) -> Any:
         return self.rules[topic].params[name]
@@ -364,12 +405,19 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
     for topic, entry in rules.items():
         if isinstance(entry, dict):
             entry.setdefault("topic", topic)
-    payers = _load_payers(raw.get("payers") or [], _payer_origins(dirs))
+    families = raw.get("families")
+    payers = _load_payers(
+        raw.get("payers") or [],
+        _payer_origins(dirs),
+        set(families) if isinstance(families, dict) else set(),
+    )
     try:
         data = RuleData(
             version=str(raw.get("version", "unversioned")),
             systems=systems,
             code_lists=lists,
+            families=raw.get("families") or {},
+            ccta_reading=raw.get("ccta_reading") or {},
             rules=rules,
             payers=payers,
             billing_crosswalks=raw.get("billing_crosswalks") or [],
@@ -380,10 +428,29 @@ def load_rule_data(extra_dir: Path | None = None) -> RuleData:
         for code in (row.from_code, row.to_code):
             if code.partition("|")[0] not in systems:
                 raise RuleDataError(f"billing_crosswalks: {code!r} uses an unknown code system")
+    _check_families(data)
     for topic, entry in data.rules.items():
         if topic != entry.topic:
             raise RuleDataError(f"rules.{topic}: topic field says {entry.topic!r}")
     return data
+
+
+def _check_families(data: RuleData) -> None:
+    """Every family names code lists and codes that exist (payer policies are checked against
+    the families as the payer rows load, where the file is known)."""
+    if not data.families:
+        raise RuleDataError("codes.yaml: no order families (`families`)")
+    for name, family in data.families.items():
+        for lst in [*family.code_lists, *family.same_day_billing]:
+            if lst not in data.code_lists:
+                raise RuleDataError(f"families.{name}: unknown code list {lst!r}")
+        for code in [*family.billing_codes, *family.same_day_billing.values()]:
+            if code.partition("|")[0] not in data.systems or not code.partition("|")[2]:
+                raise RuleDataError(f"families.{name}: {code!r} is not 'known-system|code'")
+    reading = data.ccta_reading
+    for code in [*reading.cad_rads_value_codes, *reading.cad_rads_modifier_codes]:
+        if code.partition("|")[0] not in data.systems or not code.partition("|")[2]:
+            raise RuleDataError(f"ccta_reading: {code!r} is not 'known-system|code'")
 
 
 def _explain(exc: ValidationError) -> str:
@@ -405,7 +472,7 @@ def _payer_origins(dirs: list[Path]) -> list[Path]:
     return origins
 
 
-def _load_payers(raw_rows: Any, origins: list[Path]) -> list[PayerRow]:
+def _load_payers(raw_rows: Any, origins: list[Path], families: set[str]) -> list[PayerRow]:
     """Validate the payer directory row by row and resolve `profile` inheritance.
 
     A site overlay row with the id of a bundled row replaces it (later rows win), which is how a
@@ -423,6 +490,12 @@ def _load_payers(raw_rows: Any, origins: list[Path]) -> list[PayerRow]:
             row = PayerRow.model_validate(raw_row)
         except ValidationError as exc:
             raise RuleDataError(f"{where}: {_explain(exc)}") from exc
+        unknown = sorted(set(row.policies) - families)
+        if unknown:
+            raise RuleDataError(
+                f"{where}: policies for unknown order famil(ies) {unknown}; "
+                f"codes.yaml families: {sorted(families)}"
+            )
         rows.pop(row.id, None)
         rows[row.id] = row
         files[row.id] = origin

@@ -12,7 +12,6 @@ text matches the hook the clinician is in.
 
 from __future__ import annotations
 
-import re
 import string
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.cdshooks.hooks import HOOKS, HookSpec
 from service.cdshooks.models import Card, Coding, Link, Source, Suggestion
-from service.knowledge.catalogue import TOPIC_SYSTEM, TOPICS, RuleData
+from service.knowledge.catalogue import TOPIC_SYSTEM, RuleData
+from service.knowledge.text import check_placeholders
 from service.rules.findings import ActionKind, Finding
 from service.yamlfile import read_mapping
 
@@ -103,25 +103,6 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-_PLACEHOLDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def check_placeholders(text: str) -> None:
-    """Only plain `{name}` placeholders: no positional `{}`, attribute or index access,
-    conversion or format spec (values are plain strings from the rules), and balanced braces.
-    Raises ValueError naming the problem."""
-    try:
-        fields = list(string.Formatter().parse(text))
-    except ValueError as exc:  # unbalanced or stray braces
-        raise ValueError(f"bad placeholder syntax: {exc}") from None
-    for _, name, spec, conversion in fields:
-        if name is None:
-            continue
-        if not _PLACEHOLDER_NAME.match(name) or spec or conversion:
-            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-            raise ValueError(f"placeholder {{{shown}}} must be a plain lower-case name")
-
-
 def template_texts(template: CardTemplate) -> list[tuple[str, str]]:
     """(field, text) for every text of a card template that takes placeholders."""
     texts = [("summary", template.summary)]
@@ -165,8 +146,6 @@ class CardCatalogue:
                 template = CardTemplate.model_validate(raw)
             except ValidationError as exc:
                 raise CardCatalogueError(f"{path}: {exc}") from exc
-            if template.topic not in TOPICS:
-                raise CardCatalogueError(f"{path}: unknown topic {template.topic!r}")
             if path.stem != template.topic:
                 raise CardCatalogueError(f"{path}: file name must be the topic code")
             for where, text in template_texts(template):

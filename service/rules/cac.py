@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from service.facts.model import Facts, Order
 from service.knowledge.catalogue import RuleData
 from service.knowledge.vocabulary import Code
-from service.rules.coverage import (
+from service.rules.findings import Finding, ProposedAction
+from service.rules.payers import (
     cost_text,
     order_label,
     payer_kind,
@@ -19,7 +20,6 @@ from service.rules.coverage import (
     payer_policy,
     policy_owner,
 )
-from service.rules.findings import Finding, ProposedAction
 
 
 def _first_code(order: Order, data: RuleData, list_name: str) -> str | None:

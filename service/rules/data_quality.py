@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.facts.model import Facts, Order
 from service.fhir.gaps import DataGap
-from service.knowledge.catalogue import CodeFamily, RuleData
+from service.knowledge.catalogue import RuleData
 from service.rules.cac import order_or_problem_list, supporting_codes, symptomatic
-from service.rules.coverage import family_of, payer_kind, payer_policy
 from service.rules.findings import Finding
+from service.rules.payers import payer_kind, payer_policy
 
 TOPIC = "data-incomplete"
 # Gaps about what an order gives as its reason (text only, or a reference not found).
@@ -45,7 +45,7 @@ def without_moot_reason_gaps(facts: Facts, data: RuleData) -> Facts:
 
 
 def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
-    family = family_of(order, data)
+    family = data.family_of(order.codes)
     if family == "ffrct":
         # The excluded-history check reads the order's reasons (unstable angina, acute MI, a
         # stent stated as the reason): an unreadable reason always leaves it unanswered.
@@ -74,7 +74,7 @@ class Check(_Params):
     """A check a data source feeds; `orders` limits it to orders of these code families."""
 
     name: str = Field(min_length=1)
-    orders: list[CodeFamily] | None = None  # None: a check on any in-scope order
+    orders: list[str] | None = None  # None: a check on any in-scope order
 
 
 class GapSource(_Params):
@@ -99,14 +99,22 @@ class DataIncompleteParams(_Params):
 
     @classmethod
     def of(cls, data: RuleData) -> DataIncompleteParams:
-        return cls.model_validate(data.rules[TOPIC].params)
+        params = cls.model_validate(data.rules[TOPIC].params)
+        for key, source in params.sources.items():
+            for check in source.checks:
+                if isinstance(check, Check) and set(check.orders or ()) - set(data.families):
+                    raise ValueError(
+                        f"sources.{key}: check {check.name!r} names an order family not in "
+                        f"codes.yaml ({sorted(data.families)})"
+                    )
+        return params
 
 
 def data_incomplete(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """One info card when data was missing for an order this service checks."""
     if not facts.gaps:
         return
-    families = {f for o in facts.focus_orders if (f := family_of(o, data)) is not None}
+    families = {f for o in facts.focus_orders if (f := data.family_of(o.codes)) is not None}
     unreadable_draft = facts.unavailable("draftOrders")
     if not families and not unreadable_draft:
         return  # no FFR-CT / calcium-score order: the missing data silenced nothing

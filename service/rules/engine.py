@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from pydantic import ValidationError
-
 from service.facts.model import Facts
 from service.knowledge.catalogue import RuleData, RuleDataError
 from service.rules import cac, coverage, data_quality, ffrct
@@ -47,11 +45,21 @@ PARAM_SCHEMAS: Mapping[str, Callable[[RuleData], object]] = {
 }
 
 
+def check_topics(data: RuleData, rules: Mapping[str, Rule] = RULES) -> None:
+    """A topic is registered once, here: the rule data must describe exactly these topics."""
+    missing = sorted(set(rules) - set(data.rules))
+    if missing:
+        raise RuleDataError(f"rules.yaml has no entry for topic(s): {missing}")
+    unknown = sorted(set(data.rules) - set(rules))
+    if unknown:
+        raise RuleDataError(f"rules.yaml describes topic(s) no rule emits: {unknown}")
+
+
 def check_params(data: RuleData) -> None:
     for topic, validate in PARAM_SCHEMAS.items():
         try:
             validate(data)
-        except ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
             raise RuleDataError(f"rules.yaml: {topic}.params: {exc}") from exc
 
 

@@ -11,47 +11,33 @@ than guess; the data-incomplete card names the skipped checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from service.facts.model import CctaResult, Facts, Order, PerformedStudy
+from service.facts.model import (
+    STANDING_ORDER_STATUSES,
+    CctaTarget,
+    Facts,
+    Order,
+    PerformedStudy,
+)
 from service.knowledge.catalogue import RuleData
 from service.knowledge.vocabulary import Code
-from service.rules.coverage import order_label
 from service.rules.findings import Finding, ProposedAction
+from service.rules.payers import order_label, payer_policy
 
 FFRCT_CODE = Code("cpt", "75580")
 CCTA_CODE = Code("cpt", "75574")
 CCTA_DATA_KEYS = ("cctaReports", "procedures", "imagingStudies")
-# Topics whose card is a warning: each one is an FFR-CT coverage criterion not met (the CRD
-# coverage information says `conditional` with documentation needed). Pinned against the card
-# catalogue by tests/rules/test_ffrct_rules.py.
-WARNING_TOPICS = frozenset(
-    {
-        "ffrct-symptoms-missing",
-        "ffrct-screening-use",
-        "ffrct-ccta-missing",
-        "ffrct-stenosis-out-of-range",
-        "ffrct-duplicate",
-        "ffrct-legacy-code",
-        "ffrct-excluded-history",
-    }
-)
 _ORDER_STATE = {
     "active": "an active FFR-CT order",
     "on-hold": "an FFR-CT order on hold",
     "completed": "a completed FFR-CT order",
 }
-ACTIVE_ORDER_STATUSES = frozenset(_ORDER_STATE)
 FINAL_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 IMAGING_REF_TYPES = ("DiagnosticReport/", "ImagingStudy/")
 MODIFIER_LABELS = {"S": "CAD-RADS modifier S (coronary stent)", "G": "CAD-RADS modifier G (graft)"}
-
-
-def ffrct_documentation_complete(findings: Iterable[Finding], order_ref: str) -> bool:
-    """True when no warning-level FFR-CT finding names the order: every criterion is met."""
-    return not any(f.topic in WARNING_TOPICS and order_ref in f.order_refs for f in findings)
 
 
 def is_ffrct(order: Order, data: RuleData) -> bool:
@@ -65,91 +51,6 @@ def ffrct_orders(facts: Facts, data: RuleData) -> list[Order]:
 def _reasons_unknown(order: Order) -> bool:
     """Part of what the order gives as its reason cannot be read (reference, text only)."""
     return order.reasons_unresolved or order.reasons_uncoded
-
-
-# -- which CCTA an FFR-CT order is for ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CctaTarget:
-    """The CCTA an FFR-CT order is derived from: one on file (with its reading), or a 75574
-    ordered but not yet read (in the same draft, or an active order on file)."""
-
-    ccta: CctaResult | None = None
-    draft: Order | None = None  # the 75574 order when the CCTA has no reading yet
-
-    @property
-    def aliases(self) -> frozenset[str]:
-        if self.ccta is not None:
-            return self.ccta.aliases | {self.ccta.ref}
-        return frozenset({self.draft.ref}) if self.draft else frozenset()
-
-    @property
-    def day(self) -> date | None:
-        if self.ccta is not None:
-            return self.ccta.performed
-        return self.draft.service_date if self.draft else None
-
-
-def pending_ccta_orders(facts: Facts, data: RuleData) -> list[Order]:
-    """75574 orders on file (active, on hold, completed) with no CCTA on file resulting from
-    them yet: a CCTA that is ordered, or done with its report not received."""
-    read = {a for c in facts.cctas for a in c.aliases | {c.ref}}
-    return [
-        o
-        for o in facts.existing_orders
-        if o.status in ACTIVE_ORDER_STATUSES
-        and data.codes("ccta_order").any_in(o.codes)
-        and o.ref not in read
-    ]
-
-
-def ccta_targets(facts: Facts, data: RuleData) -> dict[str, CctaTarget | None]:
-    """The CCTA each FFR-CT draft is for, by draft ref; None: no CCTA is known. In this order
-    of evidence:
-
-    1. A CCTA on file the order links to (basedOn/supportingInfo naming its report, procedure,
-       imaging study or the 75574 order it was based on).
-    2. A 75574 order the order links to, in the same draft or on file and not yet read.
-    3. A 75574 order in the same draft (the "CCTA with FFR-CT" workflow): the FFR-CT is for the
-       new CCTA, which has no reading yet.
-    4. The most recent of: the CCTAs on file, and the 75574 orders on file not yet read (an
-       order on or after the latest CCTA's date is the newer CCTA).
-
-    All drafts at once: the 75574 drafts and pending orders are listed once, so the cost is
-    linear in the orders.
-    """
-    ccta = data.codes("ccta_order")
-    new_cctas = [o for o in facts.draft_orders if ccta.any_in(o.codes)]
-    pending = pending_ccta_orders(facts, data)
-    return {
-        o.ref: _target(o, facts, new_cctas, pending)
-        for o in facts.draft_orders
-        if is_ffrct(o, data)
-    }
-
-
-def _target(
-    order: Order, facts: Facts, ccta_drafts: list[Order], pending: list[Order]
-) -> CctaTarget | None:
-    linked = [c for c in facts.cctas if (c.aliases | {c.ref}) & order.linked_refs]
-    if linked:
-        return CctaTarget(ccta=linked[0])
-    new_cctas = [o for o in ccta_drafts if o.ref != order.ref]
-    linked_orders = [o for o in new_cctas + pending if o.ref in order.linked_refs]
-    if linked_orders:
-        return CctaTarget(draft=linked_orders[0])
-    if new_cctas:
-        return CctaTarget(draft=new_cctas[0])
-    latest = facts.cctas[0] if facts.cctas else None
-    newer = [
-        o
-        for o in pending
-        if latest is None or latest.performed is None or o.service_date >= latest.performed
-    ]
-    if newer:
-        return CctaTarget(draft=max(newer, key=lambda o: (o.service_date, o.ref)))
-    return CctaTarget(ccta=latest) if latest is not None else None
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -230,9 +131,8 @@ def ccta_missing(facts: Facts, data: RuleData) -> Iterator[Finding]:
     """
     if any(facts.unavailable(key) for key in CCTA_DATA_KEYS):
         return
-    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        if targets[order.ref] is not None:
+        if facts.ccta_target(order.ref) is not None:
             continue
         if unseen_study_links(order, facts):
             continue
@@ -253,9 +153,12 @@ def unseen_study_links(order: Order, facts: Facts) -> list[str]:
     )
 
 
-def _stenosis_range(facts: Facts, data: RuleData) -> tuple[float, float]:
-    if facts.ffrct_stenosis_range is not None:
-        return facts.ffrct_stenosis_range
+def _stenosis_range(facts: Facts, data: RuleData, order: Order) -> tuple[float, float]:
+    """The payer's FFR-CT stenosis range on the order's own date of service (Medicare LCDs:
+    40-90 %), else the seed's."""
+    policy = payer_policy(facts, data, order, "ffrct")
+    if policy is not None and policy.stenosis_range is not None:
+        return policy.stenosis_range
     low, high = data.param("ffrct-stenosis-out-of-range", "range")
     return float(low), float(high)
 
@@ -273,10 +176,9 @@ def stenosis_out_of_range(facts: Facts, data: RuleData) -> Iterator[Finding]:
     (CAD-RADS 2 = 25-49 % is inside 30-90 %; CAD-RADS 1 = 1-24 % is outside). CAD-RADS N
     (non-diagnostic) has no range. A CCTA ordered but not yet read has no reading: silent.
     """
-    low, high = _stenosis_range(facts, data)
-    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        target = targets[order.ref]
+        low, high = _stenosis_range(facts, data, order)
+        target = facts.ccta_target(order.ref)
         ccta = target.ccta if target else None
         if ccta is None:
             continue
@@ -316,9 +218,8 @@ def stenosis_undocumented(facts: Facts, data: RuleData) -> Iterator[Finding]:
 
     Not for a CCTA ordered but not yet read. CAD-RADS N counts as documented.
     """
-    targets = ccta_targets(facts, data)
     for order in ffrct_orders(facts, data):
-        target = targets[order.ref]
+        target = facts.ccta_target(order.ref)
         ccta = target.ccta if target else None
         if ccta is None or ccta.cad_rads is not None or ccta.results_unread:
             continue  # unread results: unknown, not undocumented (the data gap says so)
@@ -510,7 +411,7 @@ def _priors(facts: Facts, data: RuleData) -> list[_Prior]:
     priors = [
         _Prior(o.ref, o.service_date, o.linked_refs, _ORDER_STATE[o.status or ""])
         for o in facts.existing_orders
-        if is_ffrct(o, data) and o.status in ACTIVE_ORDER_STATUSES
+        if is_ffrct(o, data) and o.status in STANDING_ORDER_STATUSES
     ]
     priors += [
         _Prior(s.ref, s.performed, s.linked_refs, _study_label(s))
@@ -568,18 +469,17 @@ def duplicate(facts: Facts, data: RuleData) -> Iterator[Finding]:
     orders = [o for o in facts.draft_orders if is_ffrct(o, data)]
     focus = {o.ref for o in ffrct_orders(facts, data)}
     priors = _priors(facts, data)
-    targets = ccta_targets(facts, data)
     position = {o.ref: i for i, o in enumerate(orders)}
     # Drafts by what denotes their CCTA: twins are found by lookup, not by comparing every pair
     # (a call with hundreds of FFR-CT drafts must not take seconds).
     by_alias: dict[str, list[Order]] = {}
     for other in orders:
-        for alias in _target_keys(targets[other.ref]):
+        for alias in _target_keys(facts.ccta_target(other.ref)):
             by_alias.setdefault(alias, []).append(other)
     for index, order in enumerate(orders):
         if order.ref not in focus:
             continue
-        target = targets[order.ref]
+        target = facts.ccta_target(order.ref)
         prior = next((p for p in priors if _same_ccta(p.links, p.day, target, order, facts)), None)
         if prior is not None:
             yield _duplicate_finding(order, prior.ref, prior.label, data, on_file=True)

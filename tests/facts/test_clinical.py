@@ -9,11 +9,12 @@ import pytest
 
 from service.cdshooks.hooks import HOOKS
 from service.facts.build import build_facts
-from service.facts.clinical import parse_cad_rads, ref_key
+from service.facts.clinical import parse_cad_rads
 from service.facts.model import Facts
 from service.fhir.drafts import parse_drafts
 from service.fhir.gaps import DataGap
 from service.fhir.gather import gather_prefetch
+from service.fhir.parse import ref_key
 from service.knowledge.catalogue import RuleData, load_rule_data
 from service.knowledge.vocabulary import Code
 from tests.support.fhir_json import CPT, PREFETCH_KEYS, service_request

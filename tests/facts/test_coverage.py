@@ -112,7 +112,6 @@ def test_original_medicare_sopt_in_every_spelling(
     assert result.primary.payer_kind == "original-medicare"
     assert result.primary.payer_profile == "original-medicare"
     assert result.primary.ref == "Coverage/c1"
-    assert result.ffrct_stenosis_range == (40.0, 90.0)
 
 
 @pytest.mark.parametrize("system", SOPT_SPELLINGS)
@@ -621,4 +620,9 @@ def test_ffrct_stenosis_range_is_the_payer_on_the_ffrct_orders_date(rule_data: R
         orders=(cac_order(), ffr_jan),
     )
     assert result.primary.ref == "Coverage/acme"
-    assert result.ffrct_stenosis_range == (40, 90)  # the Medicare LCD range
+    # The FFR-CT rule reads the payer's range on the order's own date: the Medicare LCD range.
+    on_jan = dict(result.by_date)[jan]
+    assert on_jan is not None and on_jan.payer_profile == "original-medicare"
+    row = rule_data.payer(on_jan.payer_profile)
+    policy = row.policy("ffrct") if row else None
+    assert policy is not None and policy.stenosis_range == (40, 90)

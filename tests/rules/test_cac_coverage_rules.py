@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from service.cdshooks.hooks import HOOKS
+from service.crd.assessment import assess_coverage
 from service.facts.model import CoverageFacts, Diagnosis, Facts, Order, PayerKind
 from service.fhir.gaps import DataGap
 from service.knowledge.catalogue import RuleData, load_rule_data
@@ -60,7 +62,6 @@ def facts(
     **kwargs: Any,
 ) -> Facts:
     return Facts(
-        hook=kwargs.pop("hook", "order-sign"),
         today=DOS,
         patient_ref="Patient/p1",
         patient_state=kwargs.pop("state", None),
@@ -267,7 +268,7 @@ def test_each_order_is_judged_on_the_coverage_for_its_own_date(data: RuleData) -
     assert [x.order_refs for x in cac.abn_required(f, data)] == [("ServiceRequest/cac",)]
     assessed = {
         a.order_ref: a
-        for a in coverage.assess_coverage(f, list(evaluate(f, data)), data, lambda _: True)
+        for a in assess_coverage(f, list(evaluate(f, data)), data, hook=HOOKS["order-sign"])
     }
     assert assessed["ServiceRequest/cac"].coverage_ref == "Coverage/m"
     assert assessed["ServiceRequest/cac"].covered == "not-covered"
@@ -277,7 +278,7 @@ def test_each_order_is_judged_on_the_coverage_for_its_own_date(data: RuleData) -
         ("ServiceRequest/cac",)
     ]
     assert "ServiceRequest/cac" not in {
-        a.order_ref for a in coverage.assess_coverage(uninsured_in_jan, [], data, lambda _: True)
+        a.order_ref for a in assess_coverage(uninsured_in_jan, [], data, hook=HOOKS["order-sign"])
     }
 
 

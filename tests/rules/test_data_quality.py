@@ -42,7 +42,6 @@ def _facts(*gaps: DataGap, codes: tuple[Code, ...] = (FFRCT,)) -> Facts:
         for i, code in enumerate(codes)
     )
     return Facts(
-        hook="order-sign",
         today=TODAY,
         patient_ref="Patient/p",
         patient_state=None,
@@ -205,7 +204,6 @@ def _reason_facts(reasons: frozenset[Code], diagnoses: tuple[Diagnosis, ...], co
         reasons_uncoded=True,
     )
     return Facts(
-        hook="order-sign",
         today=date(2026, 12, 1),
         patient_ref="Patient/p1",
         patient_state=None,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from service.facts.model import CctaResult, Diagnosis, Facts, Order, PerformedStudy
+from service.facts.ccta import with_ccta_targets
+from service.facts.model import CctaResult, CoverageFacts, Diagnosis, Facts, Order, PerformedStudy
 from service.fhir.gaps import DataGap
 from service.knowledge.catalogue import RuleData, load_rule_data
 from service.knowledge.vocabulary import Code
-from service.pipeline import Knowledge
 from service.rules import ffrct
 from service.rules.findings import Finding, ProposedAction
 
@@ -21,6 +21,8 @@ FFRCT = Code("cpt", "75580")
 CCTA = Code("cpt", "75574")
 CHEST_PAIN = Code("icd10cm", "R079")
 SCREENING = Code("icd10cm", "Z136")
+
+RULE_DATA = load_rule_data()
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +74,17 @@ def ccta(
 
 
 def facts(*drafts: Order, **kwargs: Any) -> Facts:
-    defaults: dict[str, Any] = {"cctas": (ccta(),), "has_bmi": True, "hook": "order-sign"}
+    defaults: dict[str, Any] = {"cctas": (ccta(),), "has_bmi": True}
     defaults.update(kwargs)
-    return Facts(
-        today=TODAY,
-        patient_ref="Patient/p1",
-        patient_state=None,
-        draft_orders=drafts or (order(),),
-        **defaults,
+    return with_ccta_targets(
+        Facts(
+            today=TODAY,
+            patient_ref="Patient/p1",
+            patient_state=None,
+            draft_orders=drafts or (order(),),
+            **defaults,
+        ),
+        RULE_DATA,
     )
 
 
@@ -97,20 +102,6 @@ def test_clean_order_gives_no_finding(data: RuleData) -> None:
     ffrct_rules = {t: r for t, r in RULES.items() if t.startswith("ffrct-")}
     assert len(ffrct_rules) == 9
     assert evaluate(facts(), data, ffrct_rules) == []
-
-
-def test_warning_topics_match_the_card_indicators() -> None:
-    cards = Knowledge.load().cards.templates
-    warnings = {t for t, c in cards.items() if t.startswith("ffrct-") and c.indicator == "warning"}
-    assert warnings == ffrct.WARNING_TOPICS
-
-
-def test_documentation_complete_only_without_warning_findings() -> None:
-    info = Finding("ffrct-bmi-missing", ("ServiceRequest/a",))
-    warning = Finding("ffrct-symptoms-missing", ("ServiceRequest/a",))
-    assert ffrct.ffrct_documentation_complete([info], "ServiceRequest/a")
-    assert not ffrct.ffrct_documentation_complete([info, warning], "ServiceRequest/a")
-    assert ffrct.ffrct_documentation_complete([warning], "ServiceRequest/b")
 
 
 def test_non_ffrct_orders_are_ignored(data: RuleData) -> None:
@@ -238,10 +229,20 @@ def test_stenosis_range_is_inclusive(data: RuleData, percent: float, fires: bool
 
 
 def test_payer_range_replaces_the_seed_range(data: RuleData) -> None:
-    f = facts(cctas=(ccta(35.0),), ffrct_stenosis_range=(40.0, 90.0))
+    """Original Medicare's FFR-CT policy (the MAC LCDs) says 40-90 %, on the order's own date
+    of service; a commercial payer without a range keeps the seed's 30-90 %."""
+    medicare = CoverageFacts(
+        "Coverage/m", "original-medicare", "original-medicare", "Medicare", None, "test"
+    )
+    f = facts(cctas=(ccta(35.0),), coverage=medicare)
     found = run(ffrct.stenosis_out_of_range, f, data)
     assert found[0].details["range"] == "40-90 %"
     assert found[0].details["stenosis"] == "35 %"
+    commercial = CoverageFacts("Coverage/c", "commercial", None, "Acme Health", None, "test")
+    assert (
+        run(ffrct.stenosis_out_of_range, facts(cctas=(ccta(35.0),), coverage=commercial), data)
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -538,7 +539,7 @@ def test_order_select_of_a_twin_suggests_removing_the_selected_order(data: RuleD
     newly selected order is the one just added, so it is the duplicate; the card never acts on
     an order the user did not select, and never names the order that stays."""
     first, second = order("ServiceRequest/a"), order("ServiceRequest/b", selected=False)
-    found = run(ffrct.duplicate, facts(first, second, hook="order-select"), data)
+    found = run(ffrct.duplicate, facts(first, second), data)
     assert found[0].actions == (ProposedAction("delete-order", "ServiceRequest/a"),)
     assert found[0].order_refs == ("ServiceRequest/a",)
     assert found[0].details["other_ref"] == "ServiceRequest/b"
@@ -578,7 +579,7 @@ def test_ccta_ordered_on_file_is_not_missing(data: RuleData) -> None:
     """Review H2: an active 75574 order on file is a CCTA "ordered"."""
     f = facts(cctas=(), existing_orders=(_ccta_order_on_file(),))
     assert run(ffrct.ccta_missing, f, data) == []
-    target = ffrct.ccta_targets(f, data)[f.draft_orders[0].ref]
+    target = f.ccta_target(f.draft_orders[0].ref)
     assert target is not None and target.draft == _ccta_order_on_file()
     revoked = facts(cctas=(), existing_orders=(_ccta_order_on_file("revoked"),))
     assert len(run(ffrct.ccta_missing, revoked, data)) == 1
@@ -612,7 +613,7 @@ def test_two_drafts_name_only_the_order_to_remove(data: RuleData) -> None:
 
 def test_both_twins_selected_on_order_select_removes_the_later(data: RuleData) -> None:
     first, second = order("ServiceRequest/a"), order("ServiceRequest/b")
-    (found,) = run(ffrct.duplicate, facts(first, second, hook="order-select"), data)
+    (found,) = run(ffrct.duplicate, facts(first, second), data)
     assert found.actions == (ProposedAction("delete-order", "ServiceRequest/b"),)
 
 

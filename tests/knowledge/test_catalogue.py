@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from service.knowledge.catalogue import RuleDataError, load_rule_data
+from service.knowledge.vocabulary import Code
+from service.pipeline import Knowledge
 
 GOOD_ROW = """
 payers:
@@ -128,13 +130,88 @@ def test_unknown_code_system_in_a_code_list(tmp_path: Path) -> None:
 
 
 def test_topic_code_typo_in_rules(tmp_path: Path) -> None:
+    """Topics are registered once, by the rule registry: rule data for a topic no rule emits
+    stops the service."""
     text = """
 rules:
   cac-abn-requried:
     title: typo
     trigger: typo
     card_type: insurance
+    coverage: {effect: none}
     sources: [{document: doc, effective: 2026-01-01}]
 """
-    with pytest.raises(RuleDataError, match="cac-abn-requried"):
+    with pytest.raises(RuleDataError, match=r"no rule emits: \['cac-abn-requried'\]"):
+        Knowledge.load(overlay(tmp_path, text))
+
+
+def test_every_topic_says_what_it_means_for_coverage(tmp_path: Path) -> None:
+    text = """
+rules:
+  cac-new-topic:
+    title: ABN
+    trigger: x
+    card_type: insurance
+    sources: [{document: doc, effective: 2026-01-01}]
+"""
+    with pytest.raises(RuleDataError, match=r"rules.cac-new-topic.coverage: Field required"):
+        load_rule_data(overlay(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("coverage", "message"),
+    [
+        ('{effect: undocumented, reason: " "}', "needs a reason"),
+        ("{effect: none, reason: x}", "gives no reason"),
+        ("{effect: maybe, reason: x}", "effect"),
+        ('{effect: limitation, reason: "shows {history!r}"}', "plain lower-case name"),
+    ],
+)
+def test_bad_coverage_effects_are_named(tmp_path: Path, coverage: str, message: str) -> None:
+    text = f"""
+rules:
+  ffrct-excluded-history:
+    title: x
+    trigger: x
+    card_type: appropriate-use
+    coverage: {coverage}
+    sources: [{{document: doc, effective: 2026-01-01}}]
+"""
+    with pytest.raises(RuleDataError, match=message):
+        load_rule_data(overlay(tmp_path, text))
+
+
+def test_order_families_are_declared_once_in_the_code_data() -> None:
+    data = load_rule_data()
+    assert set(data.families) == {"ffrct", "cac"}
+    assert data.family_of([Code("cpt", "0501T")]) == "ffrct"
+    assert data.family_of([Code("hcpcs", "S8092")]) == "cac"
+    assert data.family_of([Code("cpt", "71046")]) is None
+    assert data.family_codes("ffrct", [Code("cpt", "75580"), Code("cpt", "0503T")]) == [
+        Code("cpt", "75580"),
+        Code("cpt", "0503T"),
+    ]
+
+
+def test_family_naming_an_unknown_code_list(tmp_path: Path) -> None:
+    text = "families:\n  ffrct:\n    code_lists: [ffrct, ffrct_legcy]\n    title: F\n    label: f\n"
+    with pytest.raises(RuleDataError, match=r"families.ffrct: unknown code list 'ffrct_legcy'"):
+        load_rule_data(overlay(tmp_path, text))
+
+
+def test_a_new_order_family_without_a_coverage_assessment_stops_the_service(
+    tmp_path: Path,
+) -> None:
+    """Adding a family (here CCTA, 75574) is data plus a coverage assessment in service/crd:
+    with the data alone the service does not start, rather than answer as if it were FFR-CT."""
+    text = "families:\n  ccta:\n    code_lists: [ccta_order]\n    title: CCTA\n    label: CCTA\n"
+    data = load_rule_data(overlay(tmp_path, text))
+    assert data.family_of([Code("cpt", "75574")]) == "ccta"
+    with pytest.raises(ValueError, match="no coverage assessment for order family 'ccta'"):
+        Knowledge.load(tmp_path)
+
+
+def test_ccta_reading_vocabulary_is_validated(tmp_path: Path) -> None:
+    text = 'ccta_reading:\n  cad_rads_value_codes:\n    "dcm|130723": "7"\n'
+    with pytest.raises(RuleDataError, match="categories with no range"):
         load_rule_data(overlay(tmp_path, text))

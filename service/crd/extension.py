@@ -4,20 +4,19 @@ CRD STU2 (https://hl7.org/fhir/us/davinci-crd/STU2.1/cards.html#coverage-informa
 `update` per in-scope order carrying the WHOLE order as received (same id) plus the
 `ext-coverage-information` extension; it is never a card (resp-25). Sub-extension names and
 cardinalities follow the StructureDefinition; the invariants are checked by
-service.rules.coverage.CoverageAssessment before anything is rendered here.
+service.crd.assessment.CoverageAssessment before anything is built here.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
 from service.cdshooks.models import Action
+from service.crd.assessment import CoverageAssessment
 from service.knowledge.catalogue import RuleData
-from service.render.cards import IdFactory
-from service.rules.coverage import CoverageAssessment
 
 COVERAGE_INFO_URL = (
     "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
@@ -111,7 +110,7 @@ def coverage_actions(
     rule_data: RuleData,
     *,
     today: date,
-    new_uuid: IdFactory,
+    new_uuid: Callable[[], str],
 ) -> tuple[list[Action], list[str]]:
     """System actions for the assessed orders, and their coverage-assertion ids (for audit)."""
     actions: list[Action] = []

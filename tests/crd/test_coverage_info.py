@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from service.cdshooks.hooks import HOOKS
+from service.crd.assessment import CoverageAssessment, assess_coverage
+from service.crd.extension import COVERAGE_INFO_URL, coverage_actions
+from service.facts.ccta import with_ccta_targets
 from service.facts.model import CoverageFacts, Facts, Order, PayerKind, PerformedStudy
 from service.fhir.gaps import DataGap
 from service.knowledge.catalogue import RuleData, load_rule_data
 from service.knowledge.vocabulary import Code
-from service.render.coverage_info import COVERAGE_INFO_URL, coverage_actions
-from service.rules.coverage import CoverageAssessment, assess_coverage
 from service.rules.engine import evaluate
 from service.rules.findings import Finding
 from tests.support.fhir_json import service_request
@@ -24,7 +26,8 @@ DOS = date(2026, 12, 1)
 CAC = Code("cpt", "75571")
 FFRCT = Code("cpt", "75580")
 CCTA = Code("cpt", "75574")
-WARNING_TOPICS = {"ffrct-symptoms-missing", "ffrct-ccta-missing", "cac-risk-factor-missing"}
+
+RULE_DATA = load_rule_data()
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +53,25 @@ def facts(kind: PayerKind | None, profile: str | None, *orders: Order, **kw: Any
         if kind
         else None
     )
-    return Facts(
-        hook=kw.pop("hook", "order-sign"),
-        today=DOS,
-        patient_ref="Patient/p1",
-        patient_state=cov.state if cov else None,
-        draft_orders=orders,
-        coverage=cov,
-        **kw,
+    return with_ccta_targets(
+        Facts(
+            today=DOS,
+            patient_ref="Patient/p1",
+            patient_state=cov.state if cov else None,
+            draft_orders=orders,
+            coverage=cov,
+            **kw,
+        ),
+        RULE_DATA,
     )
 
 
 def assess(
-    f: Facts, data: RuleData, extra: tuple[Finding, ...] = ()
+    f: Facts, data: RuleData, extra: tuple[Finding, ...] = (), hook: str = "order-sign"
 ) -> dict[str, CoverageAssessment]:
     # FFR-CT findings come only from `extra`: the tests say which criterion is missing.
     findings = [*(x for x in evaluate(f, data) if not x.topic.startswith("ffrct-")), *extra]
-    return {a.order_ref: a for a in assess_coverage(f, findings, data, WARNING_TOPICS.__contains__)}
+    return {a.order_ref: a for a in assess_coverage(f, findings, data, hook=HOOKS[hook])}
 
 
 def test_cac_original_medicare_is_not_covered(data: RuleData) -> None:
@@ -124,9 +129,9 @@ def test_ffrct_missing_criterion_is_conditional_with_doc_needed(data: RuleData) 
 
 
 def test_order_select_never_asks_for_documentation(data: RuleData) -> None:
-    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT), hook="order-select")
+    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT))
     missing = Finding(topic="ffrct-symptoms-missing", order_refs=("SR/ffr",))
-    got = assess(f, data, (missing,))["SR/ffr"]
+    got = assess(f, data, (missing,), hook="order-select")["SR/ffr"]
     assert got.covered == "conditional"
     assert got.doc_needed == () and got.doc_purpose == ()
     assert got.info_needed == ("OTH",) and got.reasons
@@ -216,7 +221,7 @@ def test_rendered_update_is_the_whole_order_plus_the_extension(data: RuleData) -
     f = facts("original-medicare", "original-medicare", order("ServiceRequest/ffr", FFRCT))
     ids = (f"id-{i}" for i in itertools.count())
     actions, assertion_ids = coverage_actions(
-        assess_coverage(f, [], data, WARNING_TOPICS.__contains__),
+        assess_coverage(f, [], data, hook=HOOKS["order-sign"]),
         {"ServiceRequest/ffr": raw},
         {"ServiceRequest/ffr": "FFR-CT"},
         data,
@@ -253,7 +258,7 @@ def test_rendered_update_is_the_whole_order_plus_the_extension(data: RuleData) -
 def test_rendered_conditional_has_text_reasons(data: RuleData) -> None:
     f = facts("medicare-advantage", "medicare-advantage", order("ServiceRequest/c", CAC))
     actions, _ = coverage_actions(
-        assess_coverage(f, [], data, WARNING_TOPICS.__contains__),
+        assess_coverage(f, [], data, hook=HOOKS["order-sign"]),
         {"ServiceRequest/c": draft("c", "75571")},
         {},
         data,
@@ -303,11 +308,17 @@ def test_covered_is_not_asserted_when_checks_were_skipped(data: RuleData) -> Non
 # -- FFR-CT findings mapped by meaning (review M1, M2; rules.md §5; docs/design.md) --------------
 
 
+# What the rules put in these findings' details (the coverage reason names it).
+FINDING_DETAILS = {"ffrct-excluded-history": {"history": "a coronary stent (PCI)"}}
+
+
 def ffr_assessment(
     data: RuleData, kind: PayerKind, profile: str | None, *topics: str
 ) -> CoverageAssessment:
     f = facts(kind, profile, order("SR/ffr", FFRCT))
-    found = tuple(Finding(topic=t, order_refs=("SR/ffr",)) for t in topics)
+    found = tuple(
+        Finding(topic=t, order_refs=("SR/ffr",), details=FINDING_DETAILS.get(t, {})) for t in topics
+    )
     return assess(f, data, found)["SR/ffr"]
 
 
@@ -346,6 +357,8 @@ def test_ffrct_lcd_limitation_is_not_covered_for_medicare(data: RuleData, topic:
         got = ffr_assessment(data, kind, kind, topic)  # type: ignore[arg-type]
         assert (got.covered, got.doc_needed) == ("not-covered", ())
         assert "LCD" in got.reasons[0]
+        if topic == "ffrct-excluded-history":
+            assert "the record shows a coronary stent (PCI)" in got.reasons[0]
         # ABNs are for Original Medicare only (never Medicare Advantage).
         assert any("ABN" in r for r in got.reasons) is (kind == "original-medicare")
 
