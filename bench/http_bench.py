@@ -915,6 +915,20 @@ class Bench:
                     )
         return len(resources)
 
+    def fetch_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`request` without its prefetch, naming the FHIR server of this run (fetch path)."""
+        fetch = copy.deepcopy(request)
+        del fetch["prefetch"]
+        fetch["fhirServer"] = self.fhir_base
+        fetch["fhirAuthorization"] = {
+            "access_token": self.fhir_token,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "scope": "user/*.read",
+            "subject": "cardiac-ct-cds",
+        }
+        return fetch
+
     # one call, outside timing
     def call_once(self, url: str, body: bytes) -> bytes:
         token = self.signer.tokens(url, 1)[0]
@@ -967,16 +981,7 @@ def run(cfg: Settings, stack: contextlib.ExitStack, tmp: Path) -> dict[str, Any]
     print("machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
 
     example = _request_of(EXAMPLE)
-    fetch_request = copy.deepcopy(example)
-    del fetch_request["prefetch"]
-    fetch_request["fhirServer"] = bench.fhir_base
-    fetch_request["fhirAuthorization"] = {
-        "access_token": bench.fhir_token,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "scope": "user/*.read",
-        "subject": "cardiac-ct-cds",
-    }
+    fetch_request = bench.fetch_request(example)
     cases = [
         Case("a", "(a) `order-sign-bundling.json`, in scope, full prefetch", SIGN_PATH, example),
         Case(

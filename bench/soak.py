@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import shutil
 import sys
 import tempfile
@@ -49,16 +48,7 @@ def main() -> int:
         # cache holds each until it expires, so its size follows calls/s x lifetime.
         bench.signer.lifetime = 300
         example = hb._request_of(hb.EXAMPLE)
-        fetch = copy.deepcopy(example)
-        del fetch["prefetch"]
-        fetch["fhirServer"] = bench.fhir_base
-        fetch["fhirAuthorization"] = {
-            "access_token": bench.fhir_token,
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "scope": "user/*.read",
-            "subject": "cardiac-ct-cds",
-        }
+        fetch = bench.fetch_request(example)
         bench.start_fhir()
         bench.load_chart(example)
         service = bench.start_service()
