@@ -64,7 +64,7 @@ async def evaluate_file(
     if service is None:
         raise ValueError(f"no service answers hook {named!r}")
     try:  # the same parse and checks as over HTTP
-        request, hook = parse_hook_request(file.request, service)
+        request, _ = parse_hook_request(file.request, service)
     except RequestProblem as exc:
         raise ValueError(str(exc)) from None
     async with httpx.AsyncClient() as http:
@@ -80,7 +80,7 @@ async def evaluate_file(
             runtime.today = lambda: as_of
         # No fhirServer access offline: the caller has an empty allowlist.
         evaluation = await runtime.answer(
-            service, hook, request, Caller(None, None, ()), size=0
+            service, request, Caller(None, None, ()), size=0
         )  # one call, nothing else waits on this loop: evaluated inline
     return evaluation.response.wire()
 

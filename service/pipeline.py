@@ -15,12 +15,12 @@ from typing import Any
 
 from service.cdshooks.hooks import HookSpec
 from service.cdshooks.models import Action, Card, HookRequest, HookResponse
-from service.crd.assessment import assess_coverage, assessor
+from service.crd.assessment import assess_coverage, check_assessments
 from service.crd.extension import coverage_actions, updated_orders
 from service.facts.build import build_facts
 from service.facts.codes import CodeReader
 from service.facts.relevance import RelevanceFilter
-from service.fhir.drafts import DraftOrder, parse_drafts
+from service.fhir.drafts import PROCEDURE_ORDER_TYPES, DraftOrder, parse_drafts
 from service.fhir.gaps import DataGap
 from service.fhir.gather import GatheredData
 from service.fhir.parse import ref_key
@@ -50,8 +50,7 @@ class Knowledge:
         check_topics(rule_data)
         cards.check_against(rule_data, set(RULES))
         check_params(rule_data)
-        for family in rule_data.families:
-            assessor(family)  # every order family has a coverage assessment, or no start
+        check_assessments(rule_data)  # every family assessed, every coverage effect applied
         return cls(rule_data, cards, RULES)
 
 
@@ -151,7 +150,7 @@ def drafts_out_of_scope(hook: HookSpec, request: HookRequest, knowledge: Knowled
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return False
         kind = resource["resourceType"]
-        if kind != "ServiceRequest":
+        if kind not in PROCEDURE_ORDER_TYPES:
             continue  # medication, device, diet, vision orders: no procedure code in scope
         if selections is not None and f"{kind}/{resource.get('id')}" not in selections:
             continue

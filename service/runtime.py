@@ -16,7 +16,7 @@ from datetime import date
 import httpx
 
 from service.cdshooks.discovery import ServiceRegistry
-from service.cdshooks.hooks import HookSpec
+from service.cdshooks.hooks import hook_spec
 from service.cdshooks.models import HookRequest, ServiceDefinition
 from service.config import Settings
 from service.fhir.gather import gather
@@ -52,16 +52,11 @@ class Runtime:
     new_uuid: IdFactory = new_id
 
     async def answer(
-        self,
-        service: ServiceDefinition,
-        hook: HookSpec,
-        request: HookRequest,
-        caller: Caller,
-        *,
-        size: int,
+        self, service: ServiceDefinition, request: HookRequest, caller: Caller, *, size: int
     ) -> Evaluation:
-        """`request` has passed `parse_hook_request`; `size` is its body's length in bytes,
-        which decides where the CPU work runs."""
+        """`request` has passed `parse_hook_request` for `service`; `size` is its body's
+        length in bytes, which decides where the CPU work runs."""
+        hook = hook_spec(service.hook)
         if drafts_out_of_scope(hook, request, self.knowledge):
             return out_of_scope()  # no prefetch read, no FHIR server contacted, no facts
         small = size <= INLINE_MAX_BYTES

@@ -61,6 +61,11 @@ def imports_of(path: Path) -> set[str]:
     return {m for m in found if m != "service"}
 
 
+def relative_imports(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+
+
 GRAPH = {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
 
 
@@ -68,6 +73,12 @@ GRAPH = {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
 def test_no_import_from_a_floor_above(module: str) -> None:
     upward = sorted(m for m in GRAPH[module] if floor_of(m) > floor_of(module))
     assert not upward, f"{module} (floor {floor_of(module)}) imports from above: {upward}"
+
+
+def test_imports_are_absolute() -> None:
+    """The checks above read `from service.x import y`; a relative import would slip past."""
+    found = {str(p): lines for p in PACKAGE.rglob("*.py") if (lines := relative_imports(p))}
+    assert not found, found
 
 
 def test_no_import_circle() -> None:

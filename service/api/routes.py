@@ -21,7 +21,7 @@ from service.api.audit_trail import call_note
 from service.api.errors import ProblemError
 from service.api.feedback_items import store_feedback
 from service.api.limits import shape_problem
-from service.cdshooks.hooks import RequestProblem, parse_hook_request
+from service.cdshooks.hooks import HookSpec, RequestProblem, hook_spec, parse_hook_request
 from service.cdshooks.models import FeedbackRequest, describe_validation
 from service.runtime import Runtime
 from service.security.auth import Caller, Unauthorized
@@ -104,9 +104,9 @@ def _check_shape(raw: Any, runtime: Runtime) -> None:
         raise ProblemError(413, f"request body too large: {problem}")
 
 
-def _check_draft_count(raw: dict[str, Any], runtime: Runtime) -> None:
+def _check_order_count(raw: dict[str, Any], hook: HookSpec, runtime: Runtime) -> None:
     context = raw.get("context")
-    drafts = context.get("draftOrders") if isinstance(context, dict) else None
+    drafts = context.get(hook.orders_key) if isinstance(context, dict) else None
     entries = drafts.get("entry") if isinstance(drafts, dict) else None
     limit = runtime.settings.limits.max_draft_orders
     if isinstance(entries, list) and len(entries) > limit:
@@ -135,13 +135,13 @@ async def invoke(service_id: str, request: Request) -> JSONResponse:
     note.read_request(raw)
     if isinstance(raw, dict):
         _check_shape(raw, runtime)
-        _check_draft_count(raw, runtime)
+        _check_order_count(raw, hook_spec(service.hook), runtime)
     try:
-        hook_request, hook = parse_hook_request(raw, service)
+        hook_request, _ = parse_hook_request(raw, service)
     except RequestProblem as exc:
         raise ProblemError(400, str(exc)) from None
     size = len(await request.body())  # read once already; starlette keeps it
-    evaluation = await runtime.answer(service, hook, hook_request, caller, size=size)
+    evaluation = await runtime.answer(service, hook_request, caller, size=size)
     note.evaluation = evaluation
     # Most calls are out of scope (an EHR calls for every order signed): the audit has them.
     log.log(

@@ -11,6 +11,7 @@ bug that fails loudly in tests, never a bad payload.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,8 @@ from service.knowledge.catalogue import CoverageEffectKind, FamilyPolicy, RuleDa
 from service.knowledge.vocabulary import Code
 from service.rules.findings import Finding
 from service.rules.payers import in_scope_orders, payer_kind, payer_policy, prior_auth_applies
+
+log = logging.getLogger(__name__)
 
 Covered = Literal["covered", "not-covered", "conditional"]
 PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
@@ -94,23 +97,37 @@ class _Draft:
 
 @dataclass(frozen=True)
 class _Effects:
-    """The findings naming one order, by coverage effect, as the reasons the answer gives."""
+    """The findings about one order (it is their first order: the one the finding is about;
+    others it names are context, such as the same-day CCTA of a bundling conflict), by
+    coverage effect, as the reasons the answer gives, in the order the rules ran."""
 
     reasons: Mapping[CoverageEffectKind, list[str]]
 
     @classmethod
-    def of(cls, found: Iterable[Finding], data: RuleData) -> _Effects:
+    def of(cls, order_ref: str, found: Iterable[Finding], data: RuleData) -> _Effects:
         reasons: dict[CoverageEffectKind, list[str]] = {}
         for finding in found:
             effect = data.rules[finding.topic].coverage
-            if effect.effect != "none" and effect.reason is not None:
-                text = effect.reason.format_map(finding.details)
-                if text not in reasons.setdefault(effect.effect, []):
-                    reasons[effect.effect].append(text)
+            if finding.order_refs[:1] != (order_ref,) or effect.reason is None:
+                continue
+            text = _reason_text(effect.reason, finding, data)
+            if text not in reasons.setdefault(effect.effect, []):
+                reasons[effect.effect].append(text)
         return cls(reasons)
 
     def __getitem__(self, kind: CoverageEffectKind) -> list[str]:
         return self.reasons.get(kind, [])
+
+
+def _reason_text(reason: str, finding: Finding, data: RuleData) -> str:
+    """The reason filled from the finding; a placeholder the finding does not carry (a site
+    overlay's wording, a rule that changed) must not fail the call: the rule's title stands
+    in, and the log says which."""
+    try:
+        return reason.format_map(finding.details)
+    except (KeyError, ValueError, IndexError) as exc:
+        log.error("coverage reason of %s cannot be filled (%r)", finding.topic, exc)
+        return data.rules[finding.topic].title
 
 
 Assessor = Callable[[Facts, RuleData, Order, _Effects], _Draft]
@@ -141,7 +158,8 @@ def assess_coverage(
                 "is primary before scheduling"
             )
         else:
-            draft = assess(facts, data, order, _Effects.of(by_order.get(order.ref, []), data))
+            effects = _Effects.of(order.ref, by_order.get(order.ref, []), data)
+            draft = assess(facts, data, order, effects)
         unread = sorted({g.key for g in facts.gaps} - NOT_CLINICAL_GAPS)
         if draft.covered == "covered" and unread:
             # Checks were skipped for want of data: "covered" would be a guess.
@@ -173,11 +191,28 @@ def assess_coverage(
 
 def assessor(family: str) -> Assessor:
     """The coverage assessment of an order family; an unknown family is a configuration error
-    (Knowledge.load checks every family in the code data has one), never a silent default."""
+    (`check_assessments` runs at startup), never a silent default."""
     try:
         return ASSESSORS[family]
     except KeyError:
         raise ValueError(f"no coverage assessment for order family {family!r}") from None
+
+
+def check_assessments(data: RuleData) -> None:
+    """At startup: every order family has an assessment, and every topic's coverage effect is
+    one the assessment of its family applies (a topic is a family's when its code starts with
+    the family's name and a hyphen: `ffrct-duplicate`); a topic of no family has no effect.
+    Otherwise a finding would be silently left out of the payer answer."""
+    for name in data.families:
+        assessor(name)
+    for topic, entry in data.rules.items():
+        owner = next((f for f in data.families if topic.startswith(f + "-")), None)
+        handled = HANDLED_EFFECTS.get(owner, frozenset()) if owner else frozenset()
+        if entry.coverage.effect not in handled | {"none"}:
+            raise ValueError(
+                f"rules.{topic}.coverage: effect {entry.coverage.effect!r} is not one the "
+                f"{owner or 'no-family'} coverage assessment applies ({sorted(handled)})"
+            )
 
 
 def _policy_draft(policy: FamilyPolicy | None, what: str, *, note: bool = True) -> _Draft:
@@ -271,6 +306,11 @@ def _assess_ffrct(facts: Facts, data: RuleData, order: Order, effects: _Effects)
 
 
 ASSESSORS: Mapping[str, Assessor] = {"cac": _assess_cac, "ffrct": _assess_ffrct}
+# The coverage effects each assessment reads (check_assessments holds the rule data to them).
+HANDLED_EFFECTS: Mapping[str, frozenset[CoverageEffectKind]] = {
+    "cac": frozenset({"not-payable", "payer-denial", "undocumented"}),
+    "ffrct": frozenset({"not-payable", "limitation", "undocumented", "coding"}),
+}
 
 
 def _add_prior_auth(draft: _Draft, policy: FamilyPolicy | None, state: str | None) -> None:

@@ -32,7 +32,7 @@ def with_ccta_targets(facts: Facts, data: RuleData) -> Facts:
     targets = (
         (o.ref, _target(o, facts, new_cctas, pending))
         for o in facts.draft_orders
-        if data.family_of(o.codes) == "ffrct"
+        if data.in_family("ffrct", o.codes)
     )
     return replace(facts, ccta_targets=tuple((ref, t) for ref, t in targets if t is not None))
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -24,6 +24,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
+from service.facts.codes import CodeReader
 from service.facts.dates import to_date
 from service.facts.model import CctaResult, Diagnosis, Order, PerformedStudy
 from service.fhir.gaps import DataGap
@@ -31,9 +32,6 @@ from service.fhir.gather import GatheredData
 from service.fhir.parse import ref_key
 from service.knowledge.catalogue import RuleData
 from service.knowledge.vocabulary import Code
-
-if TYPE_CHECKING:
-    from service.facts.codes import CodeReader
 
 # Condition.clinicalStatus codes that mean "the patient has this now" (absent status counts too).
 ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
@@ -188,8 +186,7 @@ class ClinicalReader:
         unseen = [
             ref
             for o in in_scope
-            if self.rule_data.codes("ffrct").any_in(o.codes)
-            or self.rule_data.codes("ffrct_legacy").any_in(o.codes)
+            if self.rule_data.in_family("ffrct", o.codes)
             for ref in o.linked_refs
             if ref.startswith(("DiagnosticReport/", "ImagingStudy/")) and ref not in on_file
         ]

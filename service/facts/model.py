@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Literal
 
 from service.fhir.gaps import DataGap
@@ -174,7 +175,11 @@ class Facts:
 
     def ccta_target(self, order_ref: str) -> CctaTarget | None:
         """The CCTA an FFR-CT draft order is for; None when no CCTA is known."""
-        return dict(self.ccta_targets).get(order_ref)
+        return self._ccta_by_ref.get(order_ref)
+
+    @cached_property
+    def _ccta_by_ref(self) -> dict[str, CctaTarget]:
+        return dict(self.ccta_targets)  # built once: rules ask per order, drafts may be many
 
     def unavailable(self, key: str) -> bool:
         return any(g.key == key for g in self.gaps)

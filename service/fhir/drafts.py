@@ -19,6 +19,9 @@ from service.fhir.parse import Skipped, bundle_resources, parse_resource
 REQUEST_TYPES = frozenset(
     {"ServiceRequest", "MedicationRequest", "DeviceRequest", "NutritionOrder", "VisionPrescription"}
 )
+# Those whose code can be a procedure this service checks: the out-of-scope fast path skips
+# the others without a look at their codes.
+PROCEDURE_ORDER_TYPES = frozenset({"ServiceRequest"})
 
 
 @dataclass(frozen=True)

@@ -324,6 +324,12 @@ class RuleData(_Data):
                 return name
         return None
 
+    def in_family(self, family: str, codes: Iterable[Code]) -> bool:
+        """Some of the codes are on the family's code lists (whichever family `family_of`
+        picks for an order that also carries another family's code)."""
+        codes = list(codes)
+        return any(self.codes(lst).any_in(codes) for lst in self.families[family].code_lists)
+
     def in_scope(self, codes: Iterable[Code]) -> bool:
         """An order this service checks: its codes belong to one of the families."""
         return self.family_of(codes) is not None

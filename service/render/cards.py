@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.cdshooks.hooks import HOOKS, HookSpec
+from service.cdshooks.hooks import HookSpec
 from service.cdshooks.models import Card, Coding, Link, Source, Suggestion
 from service.knowledge.catalogue import TOPIC_SYSTEM, RuleData
 from service.knowledge.text import check_placeholders
@@ -180,7 +180,7 @@ def render_card(
     render_actions: Callable[[Finding, SuggestionTemplate, str], list[Any]],
     new_uuid: IdFactory = new_id,
     *,
-    hook: HookSpec = HOOKS["order-sign"],
+    hook: HookSpec,
 ) -> Card:
     """One card for one finding. `render_actions` builds the CDS Hooks actions (FHIR JSON).
 

@@ -63,7 +63,8 @@ def _reason_matters(order: Order, facts: Facts, data: RuleData) -> bool:
         if kind == "original-medicare" and not symptom:
             return True  # screening (GY/GX) or diagnostic (GA/GZ): the reason decides
         return policy is not None and policy.screening_denied and not symptom
-    return False
+    # Out of scope, nothing reads it; a family added later: its checks may, keep the gap.
+    return family is not None
 
 
 class _Params(BaseModel):

@@ -41,7 +41,7 @@ MODIFIER_LABELS = {"S": "CAD-RADS modifier S (coronary stent)", "G": "CAD-RADS m
 
 
 def is_ffrct(order: Order, data: RuleData) -> bool:
-    return data.codes("ffrct").any_in(order.codes) or data.codes("ffrct_legacy").any_in(order.codes)
+    return data.in_family("ffrct", order.codes)
 
 
 def ffrct_orders(facts: Facts, data: RuleData) -> list[Order]:
@@ -422,8 +422,7 @@ def _priors(facts: Facts, data: RuleData) -> list[_Prior]:
 
 
 def _is_ffrct_study(study: PerformedStudy, data: RuleData) -> bool:
-    codes = study.codes
-    if not (data.codes("ffrct").any_in(codes) or data.codes("ffrct_legacy").any_in(codes)):
+    if not data.in_family("ffrct", study.codes):
         return False
     if study.kind == "procedure":
         return study.status == "completed"

@@ -404,3 +404,32 @@ def test_undetermined_primary_is_conditional_with_a_reason(data: RuleData) -> No
         got = assess(facts("undetermined", None, order("SR/x", code)), data)["SR/x"]
         assert (got.covered, got.info_needed) == ("conditional", ("OTH",))
         assert "confirm which plan is primary" in got.reasons[0]
+
+
+def test_a_reason_placeholder_the_finding_lacks_never_fails_the_call(
+    data: RuleData, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A finding without the detail its coverage reason names (a site overlay's wording, a
+    rule that changed): the rule's title stands in and the log says so, no exception."""
+    f = facts("original-medicare", "original-medicare", order("SR/ffr", FFRCT))
+    bare = Finding(topic="ffrct-excluded-history", order_refs=("SR/ffr",))
+    got = assess(f, data, (bare,))["SR/ffr"]
+    assert got.covered == "not-covered"
+    title = data.rules["ffrct-excluded-history"].title
+    assert got.reasons[0] == f"Not covered under the Medicare FFR-CT LCD: {title}"
+    assert "cannot be filled" in caplog.text
+
+
+def test_a_finding_counts_only_for_the_order_it_is_about(data: RuleData) -> None:
+    """A bundling conflict names the calcium score first and the same-day CCTA second: the
+    CCTA's own coverage answer is not 'remove this order'."""
+    cac = order("SR/cac", CAC)
+    ffr = order("SR/ffr", FFRCT)
+    conflict = Finding(
+        topic="cac-bundling-conflict",
+        order_refs=("SR/cac", "SR/ffr"),
+        details={"conflict_code": "75574"},
+    )
+    got = assess(facts("commercial", "bcbs-kansas", cac, ffr), data, (conflict,))
+    assert got["SR/cac"].covered == "not-covered"
+    assert not any("bundled" in r for r in got["SR/ffr"].reasons)

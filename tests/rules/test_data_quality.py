@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service.cdshooks.hooks import HOOKS
 from service.facts.model import CoverageFacts, Diagnosis, Facts, Order
 from service.fhir.gaps import DataGap
 from service.knowledge.catalogue import RuleData, RuleDataError, load_rule_data
@@ -166,7 +167,9 @@ def test_renders_as_an_info_card_without_override_reasons(data: RuleData) -> Non
         ActionContext(drafts={}, patient_id="p", user_ref="Practitioner/1", encounter_id=None),
         knowledge.rule_data,
     )
-    card = render_card(finding, knowledge.cards, knowledge.rule_data, actions)
+    card = render_card(
+        finding, knowledge.cards, knowledge.rule_data, actions, hook=HOOKS["order-sign"]
+    )
     assert card.indicator == "info"
     assert card.overrideReasons is None
     assert card.summary == (
