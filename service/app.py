@@ -15,13 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import admin, errors
 from service.api.audit_trail import AuditTrail
 from service.api.limits import BodySizeLimit
+from service.api.metrics import hook_metrics
 from service.api.routes import router
 from service.cdshooks.discovery import ServiceRegistry
 from service.config import Settings, load_settings
+from service.logs import configure_logging
 from service.pipeline import Knowledge
 from service.runtime import Runtime
 from service.security.auth import build_authenticator
 from service.storage.service import Persistence
+from service.storage.store import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,13 @@ def create_app(
     app.include_router(admin.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     # Outside the size limit, so 413s are audited too.
-    app.add_middleware(AuditTrail, sink=persistence.audit)
+    metrics = hook_metrics(runtime.services.by_id)
+
+    def record(call: AuditRecord) -> None:
+        persistence.audit(call)
+        metrics.observe(call)
+
+    app.add_middleware(AuditTrail, sink=record)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors.origins),
@@ -101,4 +110,6 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `serve --workers N`: the settings are read again from
     the same config file (CARDIAC_CDS_CONFIG) and environment as the parent's."""
     config = os.environ.get("CARDIAC_CDS_CONFIG")
-    return create_app(load_settings(Path(config) if config else None))
+    settings = load_settings(Path(config) if config else None)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

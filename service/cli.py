@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from service.config import ConfigError, Settings, load_settings
+from service.logs import configure_logging
 
 app = typer.Typer(
     help="CDS Hooks 2.0 decision support for cardiac CT orders (FFR-CT 75580, CAC 75571).",
@@ -40,16 +40,6 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-    # httpx logs every request line at INFO, FHIR search URLs with patient ids among them (PHI),
-    # and it costs a log line per FHIR GET. service.fhir logs each fetch without ids.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -67,10 +57,14 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
+    settings = _settings(config)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics.enabled:
+        from service.api.metrics import prepare_multiprocess
+
+        prepare_multiprocess(settings.state_dir)  # before any metric exists, workers included
     from service.app import create_app
 
-    settings = _settings(config)
-    _configure_logging(settings.log_level)
     if workers > 1 and settings.auth.enabled and not settings.cache.redis_url:
         # Each worker would keep its own jti replay cache: a token replayed to another worker
         # would be accepted. Refuse rather than weaken replay detection.
@@ -87,7 +81,20 @@ def serve(
     except Exception as exc:  # say what is wrong, never a traceback
         typer.echo(f"startup failed: {exc}", err=True)
         raise typer.Exit(2) from None
+    if settings.metrics.enabled:
+        from service.api.metrics import serve_metrics
+
+        try:
+            serve_metrics(settings.metrics.host, settings.metrics.port)
+        except OSError as exc:
+            typer.echo(f"startup failed: metrics listener: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"metrics at http://{settings.metrics.host}:{settings.metrics.port}/metrics", err=True
+        )
     typer.echo(f"serving CDS Hooks discovery at {settings.service_url('/cds-services')}", err=True)
+    # JSON logs: uvicorn keeps the root logger's format instead of configuring its own.
+    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     if workers == 1:
         uvicorn.run(
             application,
@@ -95,6 +102,7 @@ def serve(
             port=port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            log_config=log_config,
         )
         return
     if config is not None:
@@ -107,6 +115,7 @@ def serve(
         port=port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=log_config,
     )
 
 
@@ -147,7 +156,7 @@ def evaluate(
     from service.offline import evaluate_file, read_request_file, render_scenario, render_text
 
     settings = _settings(config)
-    _configure_logging("WARNING")
+    configure_logging("WARNING")
     try:
         as_of = date.fromisoformat(today) if today else None
         file = read_request_file(request_file)
@@ -241,7 +250,7 @@ def report(
     from service.storage.store import Storage
 
     settings = _settings(config)
-    _configure_logging("WARNING")
+    configure_logging("WARNING")
     try:
         start, end = period(since, until, utc_now())
     except ValueError as exc:
@@ -274,7 +283,7 @@ def audit(
     from service.storage.store import Storage
 
     settings = _settings(config)
-    _configure_logging("WARNING")
+    configure_logging("WARNING")
     storage = Storage(settings.storage.url)
     try:
         calls = storage.find_calls(hook_instance)

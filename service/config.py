@@ -140,6 +140,15 @@ class CacheSettings(_Section):
     key_prefix: str = Field(default="cardiac-ct-cds", min_length=1, pattern=r"^[A-Za-z0-9:._-]+$")
 
 
+class MetricsSettings(_Section):
+    # Prometheus text exposition at http://host:port/metrics, on its own listener: never on the
+    # EHR-facing port, never behind a CDS client's token. Loopback by default; in Kubernetes
+    # listen on 0.0.0.0 and let the NetworkPolicy admit only the scraper.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=1, le=65535)
+
+
 class RulesSettings(_Section):
     # Site overlay: YAML files here extend/override the bundled rule data (payers, code lists).
     extra_data_dir: Path | None = None
@@ -156,6 +165,8 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "production"
     state_dir: Path = Path("var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (time, level, logger, message) for log shippers.
+    log_format: Literal["text", "json"] = "text"
     auth: AuthSettings = AuthSettings()
     cors: CorsSettings = CorsSettings()
     fhir: FhirAccessSettings = FhirAccessSettings()
@@ -163,6 +174,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     cache: CacheSettings = CacheSettings()
     rules: RulesSettings = RulesSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     _check_url = field_validator("public_base_url")(_base_url)
 

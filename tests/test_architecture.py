@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "service"
 # Lowest first. A module's floor is the longest prefix listed here.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("service.yamlfile", "service.knowledge"),
-    ("service.config", "service.cdshooks"),
+    ("service.config", "service.logs", "service.cdshooks"),
     ("service.fhir", "service.security", "service.storage"),
     ("service.facts",),
     ("service.rules",),

@@ -1,4 +1,4 @@
-"""The service's log configuration keeps PHI out: HTTP client libraries log no request URLs."""
+"""The log configuration keeps PHI out: HTTP client libraries log no request URLs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.cli import _configure_logging
+from service.logs import configure_logging
 
 
 @pytest.fixture
@@ -22,6 +22,6 @@ def restore_levels() -> Iterator[None]:
 def test_http_client_request_lines_are_not_logged(level: str, restore_levels: None) -> None:
     """httpx's INFO line is `HTTP Request: GET {base}/Condition?patient={id}`: a patient id."""
     logging.getLogger().setLevel(level)  # under pytest basicConfig leaves the root alone
-    _configure_logging(level)
+    configure_logging(level)
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
     assert not logging.getLogger("httpcore").isEnabledFor(logging.INFO)
