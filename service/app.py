@@ -20,7 +20,7 @@ from service.api.routes import router
 from service.cdshooks.discovery import ServiceRegistry
 from service.config import Settings, load_settings
 from service.logs import configure_logging
-from service.pipeline import Knowledge
+from service.pipeline import Knowledge, check_topic_modes
 from service.runtime import Runtime
 from service.security.auth import build_authenticator
 from service.storage.service import Persistence
@@ -54,10 +54,14 @@ def create_app(
         transport=jwks_transport, follow_redirects=False, timeout=httpx.Timeout(5.0)
     )
     authenticator = build_authenticator(settings, http=jwks_http)
+    services = ServiceRegistry()
+    check_topic_modes(  # a typo in a topic mode stops the service here
+        settings.rules.topic_modes, settings.rules.service_topic_modes, knowledge, services.by_id
+    )
     runtime = Runtime(
         settings=settings,
         knowledge=knowledge,
-        services=ServiceRegistry(),
+        services=services,
         authenticator=authenticator,
         http=http,
     )

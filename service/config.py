@@ -149,9 +149,22 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=1, le=65535)
 
 
+# active: shown. silent: evaluated and audited with the card it would have shown, never returned
+# to the EHR and never in coverage information. off: not evaluated.
+TopicMode = Literal["active", "silent", "off"]
+
+
 class RulesSettings(_Section):
     # Site overlay: YAML files here extend/override the bundled rule data (payers, code lists).
     extra_data_dir: Path | None = None
+    # Per topic code, for every service (default: every topic active). Checked at startup.
+    topic_modes: dict[str, TopicMode] = Field(default_factory=dict)
+    # Per service id, then topic code: overrides topic_modes for that service.
+    service_topic_modes: dict[str, dict[str, TopicMode]] = Field(default_factory=dict)
+
+    def modes_for(self, service_id: str) -> dict[str, TopicMode]:
+        """Topic -> mode for one service (topics not listed are active)."""
+        return {**self.topic_modes, **self.service_topic_modes.get(service_id, {})}
 
 
 class Settings(BaseSettings):

@@ -7,7 +7,7 @@ inputs, which is what makes it fast and testable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -83,12 +83,32 @@ class Options:
 
 @dataclass(frozen=True)
 class IssuedCard:
-    """What the audit trail keeps about a card."""
+    """What the audit trail keeps about a card: shown (active), or silent (rendered for the
+    audit trail only, never returned)."""
 
     uuid: str
     topic: str
     indicator: str
     order_refs: tuple[str, ...]
+    mode: str = "active"
+
+
+def check_topic_modes(
+    modes: Mapping[str, str],
+    service_modes: Mapping[str, Mapping[str, str]],
+    knowledge: Knowledge,
+    services: Iterable[str],
+) -> None:
+    """At startup: every topic and service a mode names exists (a typo would leave a card on)."""
+    known = set(services)
+    named = set(modes)
+    for service_id, per_topic in service_modes.items():
+        if service_id not in known:
+            raise ValueError(f"rules.service_topic_modes: no CDS service {service_id!r}")
+        named |= set(per_topic)
+    unknown = sorted(named - set(knowledge.rules))
+    if unknown:
+        raise ValueError(f"rules topic modes: unknown topic(s) {unknown}")
 
 
 @dataclass(frozen=True)
@@ -192,8 +212,11 @@ def run(
     today: date,
     new_uuid: IdFactory = new_id,
     parsed: ParsedDrafts | None = None,
+    modes: Mapping[str, str] | None = None,
 ) -> Evaluation:
-    """Evaluate one hook call on the gathered data."""
+    """Evaluate one hook call on the gathered data. `modes`: topic -> active | silent | off
+    (topics not listed are active)."""
+    modes = modes or {}
     context = request.context
     parsed = parsed or read_drafts(hook, request, knowledge)
     drafts, draft_gaps = parsed.drafts, parsed.gaps
@@ -208,7 +231,12 @@ def run(
     )
     options = Options.from_request(request.extension, option_defaults)
     facts = without_moot_reason_gaps(facts, knowledge.rule_data)
-    all_findings = evaluate(facts, knowledge.rule_data, knowledge.rules)
+    rules = {t: r for t, r in knowledge.rules.items() if modes.get(t, "active") != "off"}
+    evaluated = evaluate(facts, knowledge.rule_data, rules)
+    # Silent topics: recorded with the card they would have shown, never returned, never in
+    # the payer answer. The CRD answer reads only what the EHR is shown.
+    all_findings = [f for f in evaluated if modes.get(f.topic, "active") == "active"]
+    silent = [f for f in evaluated if modes.get(f.topic, "active") == "silent"]
     findings = [
         f for f in all_findings if options.allows(knowledge.rule_data.rules[f.topic].card_type)
     ]
@@ -247,6 +275,13 @@ def run(
         )
         cards.append(card)
         issued.append(IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs))
+    for finding in _most_severe_first(silent, knowledge):
+        card = render_card(
+            finding, knowledge.cards, knowledge.rule_data, actions, new_uuid, hook=hook
+        )
+        issued.append(
+            IssuedCard(card.uuid, finding.topic, card.indicator, finding.order_refs, "silent")
+        )
     return Evaluation(
         HookResponse(cards=cards, systemActions=system_actions or None),
         tuple(issued),

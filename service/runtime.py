@@ -95,6 +95,7 @@ class Runtime:
             today=self.today(),
             new_uuid=self.new_uuid,
             parsed=parsed,
+            modes=self.settings.rules.modes_for(service.id),
         )
         fetched = sum(
             len(data.resources.get(key, ()))

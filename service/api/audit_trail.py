@@ -60,7 +60,9 @@ class CallNote:
         cards: tuple[AuditCard, ...] = ()
         if evaluation is not None:
             cards = tuple(
-                AuditCard(c.uuid, c.topic, c.indicator, c.order_refs, evaluation.payer_profile)
+                AuditCard(
+                    c.uuid, c.topic, c.indicator, c.order_refs, evaluation.payer_profile, c.mode
+                )
                 for c in evaluation.issued
             )
         return AuditRecord(

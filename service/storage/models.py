@@ -83,6 +83,9 @@ class IssuedCardRow(Base):
     indicator: Mapped[str] = mapped_column(String(20))
     order_refs: Mapped[list[str]] = mapped_column(default=list)
     payer_profile: Mapped[str | None] = mapped_column(String(200))
+    # "active": returned to the EHR; "silent": rendered for the audit trail only (rule owners
+    # see what it would have said before switching it on).
+    mode: Mapped[str] = mapped_column(String(10), default="active", server_default="active")
 
     call: Mapped[HookCall] = relationship(back_populates="cards")
 

@@ -32,6 +32,7 @@ class Tally:
     issued: int = 0
     accepted: int = 0
     overridden: int = 0
+    silent: int = 0  # cards of silent topics: would have been shown, never were
 
     @property
     def override_rate(self) -> float | None:
@@ -57,6 +58,7 @@ class Tally:
             "overridden": self.overridden,
             "overrideRate": _rounded(self.override_rate),
             "overrideRateOfIssued": _rounded(self.override_rate_of_issued),
+            "silent": self.silent,
         }
 
 
@@ -133,7 +135,12 @@ def build_report(storage: Storage, since: datetime, until: datetime) -> Override
     in_period = (HookCall.received_at >= since) & (HookCall.received_at < until)
     with storage.session() as session:
         cards = session.execute(
-            select(IssuedCardRow.card_uuid, IssuedCardRow.topic, IssuedCardRow.payer_profile)
+            select(
+                IssuedCardRow.card_uuid,
+                IssuedCardRow.topic,
+                IssuedCardRow.payer_profile,
+                IssuedCardRow.mode,
+            )
             .join(HookCall)
             .where(in_period)
         ).all()
@@ -150,7 +157,7 @@ def build_report(storage: Storage, since: datetime, until: datetime) -> Override
             .order_by(CardFeedback.outcome_at, CardFeedback.id)
         ).all()
     latest = {f.card_uuid: f for f in feedback}  # ordered by time: the last one wins
-    for card_uuid, topic, payer_profile in cards:
+    for card_uuid, topic, payer_profile, mode in cards:
         answer = latest.get(card_uuid)
         outcome = answer.outcome if answer else None
         for tally in (
@@ -158,7 +165,10 @@ def build_report(storage: Storage, since: datetime, until: datetime) -> Override
             report.by_topic[topic],
             report.by_payer_profile[payer_profile or NO_PAYER],
         ):
-            tally.add(outcome)
+            if mode == "silent":
+                tally.silent += 1  # never shown: no outcome, not in the rates
+            else:
+                tally.add(outcome)
         if answer is not None and outcome == "overridden":
             key = ReasonKey(answer.override_system, answer.override_code, answer.override_display)
             report.by_reason[key] += 1
@@ -178,6 +188,7 @@ def as_csv(report: OverrideReport) -> str:
             "overridden",
             "override_rate",
             "override_rate_of_issued",
+            "silent",
         ]
     )
     sections: Iterable[tuple[str, dict[str, Tally]]] = (
@@ -196,12 +207,14 @@ def as_csv(report: OverrideReport) -> str:
                     tally.overridden,
                     _csv_rate(tally.override_rate),
                     _csv_rate(tally.override_rate_of_issued),
+                    tally.silent,
                 ]
             )
     for reason, count in report.by_reason.most_common():
-        writer.writerow(["override_reason", reason.label, "", "", count, "", ""])
+        writer.writerow(["override_reason", reason.label, "", "", count, "", "", ""])
     for outcome in ("accepted", "overridden"):
-        writer.writerow(["unknown_card", outcome, "", "", report.unknown_cards[outcome], "", ""])
+        count = report.unknown_cards[outcome]
+        writer.writerow(["unknown_card", outcome, "", "", count, "", "", ""])
     return buffer.getvalue()
 
 

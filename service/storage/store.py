@@ -25,6 +25,7 @@ class AuditCard:
     indicator: str
     order_refs: tuple[str, ...] = ()
     payer_profile: str | None = None
+    mode: str = "active"  # "silent": rendered for the audit trail only, never returned
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class Storage:
                         "uuid": card.card_uuid,
                         "topic": card.topic,
                         "indicator": card.indicator,
+                        "mode": card.mode,
                         "orderRefs": list(card.order_refs),
                         "feedback": by_card.get(card.card_uuid, []),
                     }
@@ -265,6 +267,7 @@ def _card_row(call_id: str, card: AuditCard) -> dict[str, Any]:
         "indicator": card.indicator,
         "order_refs": list(card.order_refs),
         "payer_profile": card.payer_profile,
+        "mode": card.mode,
     }
 
 

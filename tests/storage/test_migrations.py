@@ -25,7 +25,7 @@ def test_migrations_apply_from_empty_and_match_the_models(database_url: str) -> 
         }
         with store.engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             assert compare_metadata(context, Base.metadata) == []
     finally:
         store.dispose()
@@ -37,7 +37,7 @@ def test_migrating_twice_is_harmless(database_url: str) -> None:
         first.ensure_schema()
         second.ensure_schema()
         with second.engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0001"
+            assert MigrationContext.configure(connection).get_current_revision() == "0002"
     finally:
         first.dispose()
         second.dispose()

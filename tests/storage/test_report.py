@@ -88,6 +88,7 @@ def rates(issued: int, accepted: int, overridden: int, rate: Any, of_issued: Any
         "overridden": overridden,
         "overrideRate": rate,
         "overrideRateOfIssued": of_issued,
+        "silent": 0,
     }
 
 
