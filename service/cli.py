@@ -298,5 +298,65 @@ def audit(
     typer.echo(json.dumps(calls, indent=2))
 
 
+class ResultFormat(StrEnum):
+    ndjson = "ndjson"
+    csv = "csv"
+
+
+@app.command()
+def backtest(
+    since: Annotated[str, typer.Option(help="First date of service (YYYY-MM-DD)")],
+    until: Annotated[str, typer.Option(help="Last date of service, included (YYYY-MM-DD)")],
+    output: Annotated[Path, typer.Option(help="Directory for results and summary.json")],
+    fhir_server: Annotated[
+        str | None, typer.Option(help="FHIR base URL to search past orders on")
+    ] = None,
+    ndjson: Annotated[
+        Path | None, typer.Option(help="Directory of a FHIR Bulk Data export (*.ndjson)")
+    ] = None,
+    token_env: Annotated[
+        str,
+        typer.Option(help="Environment variable holding the FHIR server's bearer token"),
+    ] = "CARDIAC_CDS_BACKTEST_FHIR_TOKEN",  # noqa: S107 - a variable's name, not a token
+    output_format: Annotated[ResultFormat, typer.Option("--format")] = ResultFormat.ndjson,
+    concurrency: Annotated[int, typer.Option(min=1, max=32)] = 4,
+    config: ConfigOption = None,
+) -> None:
+    """What the service would have said about past orders (ids and topics only).
+
+    Each order's date of service is its "today"; topic modes in the config apply (silent
+    topics are counted). Results: output/results.ndjson (or .csv) and output/summary.json.
+    """
+    from datetime import date
+
+    from service.backtest import run_backtest
+
+    settings = _settings(config)
+    configure_logging("WARNING")
+    if (fhir_server is None) == (ndjson is None):
+        typer.echo("give exactly one of --fhir-server and --ndjson", err=True)
+        raise typer.Exit(2)
+    try:
+        first, last = date.fromisoformat(since), date.fromisoformat(until)
+    except ValueError as exc:
+        typer.echo(f"invalid --since/--until: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = asyncio.run(
+        run_backtest(
+            settings,
+            since=first,
+            until=last,
+            output=output,
+            output_format=output_format.value,
+            fhir_server=fhir_server,
+            fhir_token=os.environ.get(token_env) or None,
+            ndjson=ndjson,
+            concurrency=concurrency,
+            progress=True,
+        )
+    )
+    typer.echo(json.dumps(summary, indent=2))
+
+
 if __name__ == "__main__":
     app()

@@ -24,7 +24,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("service.rules",),
     ("service.crd",),
     ("service.render",),
-    ("service.pipeline", "service.runtime", "service.offline"),
+    ("service.pipeline", "service.runtime", "service.offline", "service.backtest"),
     ("service.api",),
     ("service.app", "service.cli"),
 )
