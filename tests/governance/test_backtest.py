@@ -164,3 +164,34 @@ async def test_orders_outside_the_range_are_not_evaluated(
         )
     assert summary["orders"] == 0
     assert (tmp_path / "results.ndjson").read_text() == ""
+
+
+def test_the_command_line_writes_csv_results_and_a_summary(tmp_path: Path) -> None:
+    """`cardiac-ct-cds backtest --ndjson DIR --format csv`: the rule owner's path."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    path = next(p for p in PAST_ORDERS if p.stem == "cac-abn-original-medicare")
+    resources, draft, day = _chart(_request_of(path))
+    export = tmp_path / "export"
+    export.mkdir()
+    for resource in resources:
+        with (export / f"{resource['resourceType']}.ndjson").open("a", encoding="utf-8") as out:
+            out.write(json.dumps(resource) + "\n")
+    output = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            *("--since", day.isoformat(), "--until", day.isoformat()),
+            *("--ndjson", str(export), "--output", str(output), "--format", "csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = (output / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("order,patient,dateOfService,topics,silentTopics,covered")
+    assert any(line.startswith(f"ServiceRequest/{draft['id']},") for line in lines[1:])
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["source"] == "ndjson"
+    assert summary["per_topic"]["cac-abn-required"]["per_100_orders"] > 0
