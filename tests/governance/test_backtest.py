@@ -23,20 +23,11 @@ from service.config import Settings
 from service.facts.codes import CodeReader
 from service.knowledge.catalogue import load_rule_data
 from service.offline import evaluate_file, scenario_resources
+from tests.support.fhir_json import PREFETCH_KEYS
 from tests.support.fhir_server import FhirServer
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fhir_fixtures" / "scenarios"
-TEMPLATE_KEYS = {
-    "patient",
-    "coverage",
-    "conditions",
-    "bmi",
-    "cctaReports",
-    "cctaResults",
-    "procedures",
-    "imagingStudies",
-    "cardiacOrders",
-}
+TEMPLATE_KEYS = set(PREFETCH_KEYS)
 
 
 def _past_order_scenarios() -> list[Path]:
