@@ -92,6 +92,20 @@ def serve(
         typer.echo(
             f"metrics at http://{settings.metrics.host}:{settings.metrics.port}/metrics", err=True
         )
+    if settings.admin.enabled:
+        # The rule owners' dashboard on its own listener, once in this (the parent) process.
+        import atexit
+
+        from service.dashboard.listener import AdminListener
+
+        admin = AdminListener(settings)
+        try:
+            admin.start()
+        except (OSError, RuntimeError, ValueError) as exc:
+            typer.echo(f"startup failed: admin listener: {exc}", err=True)
+            raise typer.Exit(2) from None
+        atexit.register(admin.stop)
+        typer.echo(f"rule owners' dashboard at {admin.url}", err=True)
     typer.echo(f"serving CDS Hooks discovery at {settings.service_url('/cds-services')}", err=True)
     # JSON logs: uvicorn keeps the root logger's format instead of configuring its own.
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
@@ -133,6 +147,27 @@ def _migrate_once(settings: Settings) -> None:
         )
     finally:
         engine.dispose()
+
+
+@app.command("admin-password")
+def admin_password() -> None:
+    """Read a password from stdin; print its scrypt hash for admin.password_hash."""
+    import getpass
+    import sys
+
+    from service.dashboard.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("dashboard password: ")
+        if getpass.getpass("again: ") != password:
+            typer.echo("the passwords differ", err=True)
+            raise typer.Exit(2)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        typer.echo("use a password of 12 characters or more", err=True)
+        raise typer.Exit(2)
+    typer.echo(hash_password(password))
 
 
 @app.command()

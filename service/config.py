@@ -11,11 +11,19 @@ resulting object is passed down explicitly.
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -149,6 +157,72 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=1, le=65535)
 
 
+# `cardiac-ct-cds admin-password` output: scrypt parameters (log2 N, r, p), salt and key in
+# unpadded base64 (the PHC string format passlib also uses for scrypt).
+ADMIN_PASSWORD_HASH = re.compile(
+    r"^\$scrypt\$ln=(?P<ln>\d{1,2}),r=(?P<r>\d{1,2}),p=(?P<p>\d{1,2})"
+    r"\$(?P<salt>[A-Za-z0-9+/]{16,})\$(?P<key>[A-Za-z0-9+/]{32,})$"
+)
+
+
+class AdminSettings(_Section):
+    """The rule owners' dashboard, on its own listener: never on the EHR-facing port, never
+    reachable with a CDS client's JWT. HTTP Basic against `password_hash`, and/or a trusted
+    authenticating reverse proxy (`trusted_proxy_header`, honoured only from `trusted_proxies`)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9465, ge=1, le=65535)
+    username: str = Field(default="admin", pattern=r"^[^:\s]{1,100}$")
+    password_hash: str | None = None
+    trusted_proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,100}$")
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # Back-test runs: one subdirectory per run, each with a summary.json. None: not shown.
+    backtest_dir: Path | None = None
+
+    @field_validator("password_hash")
+    @classmethod
+    def _scrypt_hash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = ADMIN_PASSWORD_HASH.match(value)
+        if not found or not (
+            14 <= int(found["ln"]) <= 20
+            and 1 <= int(found["r"]) <= 32
+            and 1 <= int(found["p"]) <= 16
+        ):
+            raise ValueError(
+                "admin.password_hash is not a hash made by `cardiac-ct-cds admin-password` "
+                "($scrypt$ln=14..20,r=..,p=..$salt$key); never put the password itself here"
+            )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _not_everyone(cls, value: list[IPvAnyNetwork]) -> list[IPvAnyNetwork]:
+        if any(network.prefixlen == 0 for network in value):
+            raise ValueError(
+                "admin.trusted_proxies: trusting every address means no authentication"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _needs_a_credential(self) -> AdminSettings:
+        if self.trusted_proxy_header and not self.trusted_proxies:
+            raise ValueError(
+                "admin.trusted_proxy_header needs admin.trusted_proxies (the proxy addresses "
+                "whose header is believed)"
+            )
+        if self.enabled and not (self.password_hash or self.trusted_proxy_header):
+            raise ValueError(
+                "admin.enabled = true needs a way to authenticate rule owners: "
+                "admin.password_hash (make it with `cardiac-ct-cds admin-password`) or "
+                "admin.trusted_proxy_header with admin.trusted_proxies; the dashboard never "
+                "runs without authentication"
+            )
+        return self
+
+
 # active: shown. silent: evaluated and audited with the card it would have shown, never returned
 # to the EHR and never in coverage information. off: not evaluated.
 TopicMode = Literal["active", "silent", "off"]
@@ -188,6 +262,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     rules: RulesSettings = RulesSettings()
     metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
 
     _check_url = field_validator("public_base_url")(_base_url)
 

@@ -25,7 +25,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("service.crd",),
     ("service.render",),
     ("service.pipeline", "service.runtime", "service.offline", "service.backtest"),
-    ("service.api",),
+    ("service.api", "service.dashboard"),
     ("service.app", "service.cli"),
 )
 
