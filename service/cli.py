@@ -211,13 +211,17 @@ def evaluate(
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration, client keys, rule data and card content, then exit."""
-    from service.pipeline import Knowledge
+    from service.cdshooks.discovery import ServiceRegistry
+    from service.pipeline import Knowledge, check_topic_modes
     from service.security.auth import check_auth_config
 
     settings = _settings(config)
+    rules = settings.rules
     try:
-        knowledge = Knowledge.load(settings.rules.extra_data_dir)
+        knowledge = Knowledge.load(rules.extra_data_dir)
         check_auth_config(settings)
+        services = ServiceRegistry()
+        check_topic_modes(rules.topic_modes, rules.service_topic_modes, knowledge, services.by_id)
     except Exception as exc:
         typer.echo(f"invalid: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -226,6 +230,10 @@ def check_config(config: ConfigOption = None) -> None:
         f"templates, {len(settings.auth.clients)} trusted client(s), auth "
         f"{'on' if settings.auth.enabled else 'OFF'}"
     )
+    for service_id in sorted(services.by_id):  # the topics not shown as usual, per service
+        for topic, mode in sorted(rules.modes_for(service_id).items()):
+            if mode != "active":
+                typer.echo(f"  {service_id}: {topic} is {mode}")
 
 
 @app.command("dev-token")

@@ -139,6 +139,21 @@ def _comparison(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def configured_modes(settings: Settings) -> list[dict[str, str]]:
+    """The topic modes set in the configuration (rules.topic_modes, then per service), for the
+    rule owners to see which topics are silent or off before reading the numbers."""
+    rows = [
+        {"service": "all services", "topic": topic, "mode": mode}
+        for topic, mode in sorted(settings.rules.topic_modes.items())
+    ]
+    for service, modes in sorted(settings.rules.service_topic_modes.items()):
+        rows += [
+            {"service": service, "topic": topic, "mode": mode}
+            for topic, mode in sorted(modes.items())
+        ]
+    return rows
+
+
 def create_admin_app(settings: Settings, *, storage: Storage | None = None) -> FastAPI:
     """The dashboard app; `storage` defaults to the configured database (disposed on exit)."""
     auth = AdminAuth(settings.admin)
@@ -239,6 +254,7 @@ def create_admin_app(settings: Settings, *, storage: Storage | None = None) -> F
             query=urlencode(query),
             plotly_src=f"/dashboard/static/plotly-{plotly_version()}.min.js",
             user=request.state.admin_user,
+            modes=configured_modes(settings),
         )
         return Response(body, media_type="text/html; charset=utf-8", headers=NO_STORE)
 

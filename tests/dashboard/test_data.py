@@ -318,3 +318,23 @@ async def test_a_reason_text_from_a_client_is_shown_as_text(
     assert '<a href="https://evil.example/' not in page and "<script>alert" not in page
     figures = page.split('id="dashboard-figures" type="application/json">')[1].split("</script>")[0]
     assert "\\u0026lt;a href" in figures  # the label, HTML-escaped for plotly, JSON-escaped
+
+
+async def test_the_page_shows_the_configured_topic_modes(
+    admin_settings: Callable[..., Settings], storage: Storage
+) -> None:
+    seed(storage)
+    plain = admin_settings()
+    rules = {
+        "topic_modes": {"cac-risk-factor-missing": "silent"},
+        "service_topic_modes": {"cardiac-ct-order-select": {"ffrct-bmi-missing": "off"}},
+    }
+    moded = plain.model_copy(update={"rules": plain.rules.model_copy(update=rules)})
+    async with admin_client(plain, auth=basic()) as client:
+        default = (await client.get("/dashboard", params=NOVEMBER)).text
+    async with admin_client(moded, auth=basic()) as client:
+        page = (await client.get("/dashboard", params=NOVEMBER)).text
+    assert "Every topic is active for every service" in default
+    table = page[page.index('<table id="topic-modes">') :]
+    assert "<code>cac-risk-factor-missing</code></td><td>silent" in table
+    assert "cardiac-ct-order-select</td><td><code>ffrct-bmi-missing</code></td><td>off" in table

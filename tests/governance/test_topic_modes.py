@@ -116,3 +116,26 @@ def test_a_mode_that_is_not_one_of_the_three_is_refused(
 ) -> None:
     with pytest.raises(Exception, match="active"):
         make_settings(rules={"topic_modes": {BUNDLING: "muted"}})
+
+
+def test_check_config_names_the_topics_not_shown_and_refuses_typos(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    def check(modes: str) -> Any:
+        config = tmp_path / "modes.toml"
+        config.write_text(
+            f'public_base_url = "http://127.0.0.1:8080"\n'
+            f'environment = "development"\nstate_dir = "{tmp_path}"\n'
+            f"[rules.topic_modes]\n{modes}\n",
+            encoding="utf-8",
+        )
+        return CliRunner().invoke(app, ["check-config", "--config", str(config)])
+
+    silent = check('"cac-risk-factor-missing" = "silent"')
+    assert silent.exit_code == 0, silent.output
+    assert "cardiac-ct-order-sign: cac-risk-factor-missing is silent" in silent.output
+    typo = check('"cac-risk-factor-mising" = "off"')
+    assert typo.exit_code == 2
+    assert "unknown topic" in typo.output
