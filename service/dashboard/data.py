@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from service.dashboard.backtests import BacktestListing
 from service.storage.models import CardFeedback, HookCall, IssuedCardRow
-from service.storage.report import NO_PAYER, ReasonKey
+from service.storage.report import NO_PAYER, ReasonKey, Tally
 from service.storage.store import Storage
 
 Bucket = Literal["day", "week"]
@@ -153,44 +153,11 @@ def _code(value: str | None, name: str) -> str | None:
     return value
 
 
-@dataclass
-class Counts:
-    issued: int = 0
-    accepted: int = 0
-    overridden: int = 0
-    silent: int = 0
-
-    @property
-    def fires(self) -> int:
-        return self.issued + self.silent
-
-    @property
-    def ignored(self) -> int:
-        return self.issued - self.accepted - self.overridden
-
-    def add(self, mode: str, outcome: str | None) -> None:
-        if mode == "silent":
-            self.silent += 1
-            return
-        self.issued += 1
-        if outcome == "accepted":
-            self.accepted += 1
-        elif outcome == "overridden":
-            self.overridden += 1
+class Counts(Tally):
+    """The override report's tally (one counting rule), with what the dashboard shows too."""
 
     def wire(self) -> dict[str, Any]:
-        answered = self.accepted + self.overridden
-        of_issued = self.overridden / self.issued if self.issued else None
-        return {
-            "fires": self.fires,
-            "issued": self.issued,
-            "accepted": self.accepted,
-            "overridden": self.overridden,
-            "ignored": self.ignored,
-            "overrideRate": _rounded(self.overridden / answered if answered else None),
-            "overrideRateOfIssued": _rounded(of_issued),
-            "silent": self.silent,
-        }
+        return {"fires": self.fires, **super().wire(), "ignored": self.ignored}
 
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
@@ -373,7 +340,7 @@ def load_dashboard(
             dashboard.by_bucket[(filters.bucket_of(received_at), topic)],
             dashboard.by_payer_profile[payer_profile or NO_PAYER],
         ):
-            counts.add(mode, outcome)
+            counts.add(outcome, mode)
         if answer is not None and outcome == "overridden":
             key = ReasonKey(answer.override_system, answer.override_code, answer.override_display)
             dashboard.by_reason[key] += 1

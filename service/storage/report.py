@@ -44,7 +44,20 @@ class Tally:
     def override_rate_of_issued(self) -> float | None:
         return self.overridden / self.issued if self.issued else None
 
-    def add(self, outcome: str | None) -> None:
+    @property
+    def fires(self) -> int:
+        """Cards the topic produced: shown plus silent."""
+        return self.issued + self.silent
+
+    @property
+    def ignored(self) -> int:
+        """Shown, and no feedback came back."""
+        return self.issued - self.accepted - self.overridden
+
+    def add(self, outcome: str | None, mode: str = "active") -> None:
+        if mode == "silent":
+            self.silent += 1  # never shown: no outcome, not in the rates
+            return
         self.issued += 1
         if outcome == "accepted":
             self.accepted += 1
@@ -165,10 +178,7 @@ def build_report(storage: Storage, since: datetime, until: datetime) -> Override
             report.by_topic[topic],
             report.by_payer_profile[payer_profile or NO_PAYER],
         ):
-            if mode == "silent":
-                tally.silent += 1  # never shown: no outcome, not in the rates
-            else:
-                tally.add(outcome)
+            tally.add(outcome, mode)
         if answer is not None and outcome == "overridden":
             key = ReasonKey(answer.override_system, answer.override_code, answer.override_display)
             report.by_reason[key] += 1
