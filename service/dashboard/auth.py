@@ -34,6 +34,11 @@ VERIFIED_TTL_SECONDS = 300.0
 _VERIFIED_MAX = 64
 _CONCURRENT_KDF = 2  # bounds memory (32 MiB each) and CPU under a guessing attack
 _MAX_PROXY_USER = 200
+# Password guessing: after this many wrong credentials from one address within the window, that
+# address gets 429 (no password check at all) until the window has passed.
+MAX_FAILURES = 10
+FAILURE_WINDOW_SECONDS = 300.0
+_TRACKED_ADDRESSES = 1024
 
 
 def _b64(data: bytes) -> str:
@@ -101,11 +106,21 @@ class AdminAuth:
         self._mac_key = secrets.token_bytes(32)
         self._verified: dict[bytes, float] = {}
         self._kdf_slots = asyncio.Semaphore(_CONCURRENT_KDF)
+        self._failures: dict[str, list[float]] = {}  # client address -> recent failure times
 
     async def __call__(self, request: Request) -> str:
         """The FastAPI dependency every admin route has."""
+        address = request.client.host if request.client else "?"
+        if self._throttled(address):
+            raise HTTPException(
+                429,
+                "too many wrong credentials from this address; try again later",
+                headers={"Retry-After": str(int(FAILURE_WINDOW_SECONDS))},
+            )
         user = await self.user(request)
         if user is None:
+            if request.headers.get("authorization"):
+                self._failed(address)
             raise HTTPException(401, "authentication required", headers=CHALLENGE)
         request.state.admin_user = user
         return user
@@ -156,6 +171,26 @@ class AdminAuth:
                 self._verified.clear()
         self._verified[fingerprint] = now + VERIFIED_TTL_SECONDS
         return user
+
+    def _recent(self, address: str) -> list[float]:
+        cutoff = time.monotonic() - FAILURE_WINDOW_SECONDS
+        recent = [t for t in self._failures.get(address, []) if t > cutoff]
+        if recent:
+            self._failures[address] = recent
+        else:
+            self._failures.pop(address, None)
+        return recent
+
+    def _throttled(self, address: str) -> bool:
+        return len(self._recent(address)) >= MAX_FAILURES
+
+    def _failed(self, address: str) -> None:
+        if address not in self._failures and len(self._failures) >= _TRACKED_ADDRESSES:
+            for known in list(self._failures):  # forget addresses whose failures are old
+                self._recent(known)
+            if len(self._failures) >= _TRACKED_ADDRESSES:
+                self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(address, []).append(time.monotonic())
 
     def _check(self, user: str, password: str) -> bool:
         if self.password is None:

@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 
 from service.cli import app as cli
 from service.config import ConfigError, Settings, load_settings
-from service.dashboard.auth import PasswordHash, hash_password
+from service.dashboard.app import create_admin_app
+from service.dashboard.auth import FAILURE_WINDOW_SECONDS, MAX_FAILURES, PasswordHash, hash_password
 from service.storage.store import Storage
 from tests.conftest import AppClient
 from tests.dashboard.conftest import (
+    ADMIN_BASE,
     PASSWORD,
     PASSWORD_HASH,
     USERNAME,
@@ -198,3 +200,28 @@ def test_admin_password_command_prints_a_hash_the_dashboard_accepts() -> None:
 def test_hashes_are_salted() -> None:
     assert hash_password(PASSWORD, log2_n=14, p=1) != PASSWORD_HASH
     assert PasswordHash.parse(PASSWORD_HASH).verify(PASSWORD)
+
+
+async def test_password_guessing_from_one_address_is_throttled(
+    admin_settings: Callable[..., Settings],
+) -> None:
+    """After MAX_FAILURES wrong credentials from one address in the window: 429 without a
+    password check, even for the right password; another address is not affected."""
+    app = create_admin_app(admin_settings())
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url=ADMIN_BASE)
+
+    async with app.router.lifespan_context(app), client("198.51.100.7") as guesser:
+        statuses = [
+            (await guesser.get(PAGE, auth=basic(password=f"guess-{i}"))).status_code
+            for i in range(MAX_FAILURES)
+        ]
+        blocked = await guesser.get(PAGE, auth=basic())
+        async with client("198.51.100.8") as other:
+            elsewhere = await other.get(PAGE, auth=basic())
+    assert statuses == [401] * MAX_FAILURES
+    assert blocked.status_code == 429
+    assert blocked.headers["retry-after"] == str(int(FAILURE_WINDOW_SECONDS))
+    assert elsewhere.status_code == 200
