@@ -23,8 +23,8 @@ from sqlalchemy import String, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.dashboard.backtests import BacktestListing
-from service.storage.models import CardFeedback, HookCall, IssuedCardRow
-from service.storage.report import NO_PAYER, ReasonKey, Tally
+from service.storage.models import HookCall, IssuedCardRow
+from service.storage.report import NO_PAYER, ReasonKey, Tally, card_outcomes
 from service.storage.store import Storage
 
 Bucket = Literal["day", "week"]
@@ -293,29 +293,7 @@ def load_dashboard(
         cast(HookCall.data_sources, String) != "{}",
     ]
     with storage.session() as session:
-        rows = session.execute(
-            select(
-                IssuedCardRow.card_uuid,
-                IssuedCardRow.topic,
-                IssuedCardRow.payer_profile,
-                IssuedCardRow.mode,
-                HookCall.received_at,
-            )
-            .join(HookCall)
-            .where(*cards)
-        ).all()
-        issued = select(IssuedCardRow.card_uuid).join(HookCall).where(*cards)
-        feedback = session.execute(
-            select(
-                CardFeedback.card_uuid,
-                CardFeedback.outcome,
-                CardFeedback.override_system,
-                CardFeedback.override_code,
-                CardFeedback.override_display,
-            )
-            .where(CardFeedback.card_uuid.in_(issued))
-            .order_by(CardFeedback.outcome_at, CardFeedback.id)
-        ).all()
+        cards_found = card_outcomes(session, *cards)
         if dashboard.backtests.summaries:
             orders = session.scalar(
                 select(
@@ -330,20 +308,16 @@ def load_dashboard(
                 .group_by(IssuedCardRow.topic)
             ).all()
             dashboard.live_fires.update({topic: int(n) for topic, n in fired})
-    latest = {row.card_uuid: row for row in feedback}  # ordered by time: the last one wins
-    for card_uuid, topic, payer_profile, mode, received_at in rows:
-        answer = latest.get(card_uuid)
-        outcome = answer.outcome if answer else None
+    for card in cards_found:
         for counts in (
             dashboard.total,
-            dashboard.by_topic[topic],
-            dashboard.by_bucket[(filters.bucket_of(received_at), topic)],
-            dashboard.by_payer_profile[payer_profile or NO_PAYER],
+            dashboard.by_topic[card.topic],
+            dashboard.by_bucket[(filters.bucket_of(card.received_at), card.topic)],
+            dashboard.by_payer_profile[card.payer_profile or NO_PAYER],
         ):
-            counts.add(outcome, mode)
-        if answer is not None and outcome == "overridden":
-            key = ReasonKey(answer.override_system, answer.override_code, answer.override_display)
-            dashboard.by_reason[key] += 1
+            counts.add(card.outcome, card.mode)
+        if card.override_reason is not None:
+            dashboard.by_reason[card.override_reason] += 1
     return dashboard
 
 

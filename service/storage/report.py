@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from service.storage.models import CardFeedback, HookCall, IssuedCardRow
 from service.storage.store import Storage
@@ -141,47 +143,84 @@ def period(since: str | None, until: str | None, now: datetime) -> tuple[datetim
     return start, end
 
 
+@dataclass(frozen=True)
+class CardOutcome:
+    """An issued card with its latest feedback outcome (None: no feedback)."""
+
+    card_uuid: str
+    topic: str
+    payer_profile: str | None
+    mode: str  # "active" | "silent"
+    received_at: datetime
+    outcome: str | None
+    override_reason: ReasonKey | None  # when the latest outcome is "overridden"
+
+
+def card_outcomes(session: Session, *conditions: ColumnElement[bool]) -> list[CardOutcome]:
+    """The issued cards of the hook calls matching `conditions`, each with its latest feedback
+    (a client may report a card again: the last one by outcome time wins). The one reading of
+    outcomes behind the override report and the dashboard."""
+    cards = session.execute(
+        select(
+            IssuedCardRow.card_uuid,
+            IssuedCardRow.topic,
+            IssuedCardRow.payer_profile,
+            IssuedCardRow.mode,
+            HookCall.received_at,
+        )
+        .join(HookCall)
+        .where(*conditions)
+    ).all()
+    issued = select(IssuedCardRow.card_uuid).join(HookCall).where(*conditions)
+    feedback = session.execute(
+        select(
+            CardFeedback.card_uuid,
+            CardFeedback.outcome,
+            CardFeedback.override_system,
+            CardFeedback.override_code,
+            CardFeedback.override_display,
+        )
+        .where(CardFeedback.card_uuid.in_(issued))
+        .order_by(CardFeedback.outcome_at, CardFeedback.id)
+    ).all()
+    latest = {f.card_uuid: f for f in feedback}  # ordered by time: the last one wins
+    found = []
+    for card_uuid, topic, payer_profile, mode, received_at in cards:
+        answer = latest.get(card_uuid)
+        outcome = answer.outcome if answer else None
+        reason = (
+            ReasonKey(answer.override_system, answer.override_code, answer.override_display)
+            if answer is not None and outcome == "overridden"
+            else None
+        )
+        found.append(
+            CardOutcome(card_uuid, topic, payer_profile, mode, received_at, outcome, reason)
+        )
+    return found
+
+
 def build_report(storage: Storage, since: datetime, until: datetime) -> OverrideReport:
     """Read the period's issued cards and their feedback (blocking: run in a worker thread)."""
     storage.ensure_schema()
     report = OverrideReport(since, until)
     in_period = (HookCall.received_at >= since) & (HookCall.received_at < until)
     with storage.session() as session:
-        cards = session.execute(
-            select(
-                IssuedCardRow.card_uuid,
-                IssuedCardRow.topic,
-                IssuedCardRow.payer_profile,
-                IssuedCardRow.mode,
-            )
-            .join(HookCall)
-            .where(in_period)
-        ).all()
-        issued_uuids = select(IssuedCardRow.card_uuid).join(HookCall).where(in_period)
-        feedback = session.scalars(
-            select(CardFeedback)
-            .where(CardFeedback.card_uuid.in_(issued_uuids))
-            .order_by(CardFeedback.outcome_at, CardFeedback.id)
-        ).all()
+        cards = card_outcomes(session, in_period)
         unknown = session.execute(
             select(CardFeedback.card_uuid, CardFeedback.outcome)
             .where(~CardFeedback.card_uuid.in_(select(IssuedCardRow.card_uuid)))
             .where((CardFeedback.outcome_at >= since) & (CardFeedback.outcome_at < until))
             .order_by(CardFeedback.outcome_at, CardFeedback.id)
         ).all()
-    latest = {f.card_uuid: f for f in feedback}  # ordered by time: the last one wins
-    for card_uuid, topic, payer_profile, mode in cards:
-        answer = latest.get(card_uuid)
-        outcome = answer.outcome if answer else None
+    for card in cards:
         for tally in (
             report.total,
-            report.by_topic[topic],
-            report.by_payer_profile[payer_profile or NO_PAYER],
+            report.by_topic[card.topic],
+            report.by_payer_profile[card.payer_profile or NO_PAYER],
         ):
-            tally.add(outcome, mode)
-        if answer is not None and outcome == "overridden":
-            key = ReasonKey(answer.override_system, answer.override_code, answer.override_display)
-            report.by_reason[key] += 1
+            tally.add(card.outcome, card.mode)
+        if card.override_reason is not None:
+            report.by_reason[card.override_reason] += 1
     report.unknown_cards.update(dict(unknown).values())
     return report
 
