@@ -6,7 +6,6 @@ signed by the dev client's key pair made for the test.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -18,26 +17,16 @@ from service.security.dev_client import ensure_dev_client, sign_dev_token
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.security.conftest import REDIS_URL
 from tests.storage.conftest import unused_loopback_port
-from tests.storage.test_durability import _wait_until_up, serve_command
+from tests.support.serve import dev_client_config, serve_command, serve_process
 
 WORKERS = ("--workers", "2")
 
 
 def _config(tmp_path: Path, port: int, redis: bool) -> Path:
-    config = tmp_path / "workers.toml"
-    lines = [
-        f'public_base_url = "http://127.0.0.1:{port}"',
-        'environment = "development"',
-        f'state_dir = "{tmp_path / "var"}"',
-        "[auth]",
-        "dev_client = true",
-        "[storage]",
-        f'url = "sqlite:///{tmp_path / "var" / "audit.db"}"',
-    ]
+    lines = ["[storage]", f'url = "sqlite:///{tmp_path / "var" / "audit.db"}"']
     if redis:
         lines += ["[cache]", f'redis_url = "{REDIS_URL}"', f'key_prefix = "t-{uuid.uuid4().hex}"']
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return config
+    return dev_client_config(tmp_path, f"http://127.0.0.1:{port}", *lines, name="workers")
 
 
 def test_more_than_one_worker_without_redis_refuses_to_start(tmp_path: Path) -> None:
@@ -57,29 +46,16 @@ def test_a_token_is_accepted_once_whichever_worker_gets_it(tmp_path: Path) -> No
     config = _config(tmp_path, port, redis=True)
     settings = load_settings(config)
     keys = ensure_dev_client(settings.state_dir)
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*serve_command(), "serve", "--config", str(config), *("--port", str(port)), *WORKERS],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
+    with serve_process(tmp_path, config, port, *WORKERS) as (_, log_path):
+        base = f"http://127.0.0.1:{port}"
+        token = sign_dev_token(keys, settings.service_url(ORDER_SIGN_URL))
+        statuses = []
+        for _ in range(8):  # a new connection each time: the workers share the listener
             with httpx.Client(base_url=base, timeout=10) as client:
-                _wait_until_up(client, process, log_path)
-            token = sign_dev_token(keys, settings.service_url(ORDER_SIGN_URL))
-            statuses = []
-            for _ in range(8):  # a new connection each time: the workers share the listener
-                with httpx.Client(base_url=base, timeout=10) as client:
-                    response = client.post(
-                        ORDER_SIGN_URL, json=REQUEST, headers={"Authorization": f"Bearer {token}"}
-                    )
-                statuses.append(response.status_code)
-            assert sorted(statuses) == [200] + [401] * 7, statuses
-            started = log_path.read_text(errors="replace").count("Started server process")
-            assert started == 2, "two workers behind one listener"
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+                response = client.post(
+                    ORDER_SIGN_URL, json=REQUEST, headers={"Authorization": f"Bearer {token}"}
+                )
+            statuses.append(response.status_code)
+        assert sorted(statuses) == [200] + [401] * 7, statuses
+        started = log_path.read_text(errors="replace").count("Started server process")
+        assert started == 2, "two workers behind one listener"

@@ -7,8 +7,6 @@ JSON logs: one scrape must count the calls whichever worker answered them.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,7 +22,7 @@ from service.storage.store import AuditCard, AuditRecord
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.security.conftest import REDIS_URL
 from tests.storage.conftest import unused_loopback_port
-from tests.storage.test_durability import STARTUP_LIMIT_SECONDS, _wait_until_up, serve_command
+from tests.support.serve import STARTUP_LIMIT_SECONDS, dev_client_config, serve_process
 
 SERVICE = "cardiac-ct-order-sign"
 WORKERS = ("--workers", "2")
@@ -72,30 +70,15 @@ def test_calls_latency_and_cards_are_counted_per_service_and_topic() -> None:
 
 
 def _config(tmp_path: Path, port: int, metrics_port: int) -> Path:
-    config = tmp_path / "metrics.toml"
-    config.write_text(
-        "\n".join(
-            [
-                f'public_base_url = "http://127.0.0.1:{port}"',
-                'environment = "development"',
-                f'state_dir = "{tmp_path / "var"}"',
-                'log_format = "json"',
-                "[auth]",
-                "dev_client = true",
-                "[storage]",
-                f'url = "sqlite:///{tmp_path / "var" / "audit.db"}"',
-                "[cache]",
-                f'redis_url = "{REDIS_URL}"',
-                f'key_prefix = "metrics-{uuid.uuid4().hex}"',
-                "[metrics]",
-                "enabled = true",
-                f"port = {metrics_port}",
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
+    return dev_client_config(
+        tmp_path,
+        f"http://127.0.0.1:{port}",
+        *("[storage]", f'url = "sqlite:///{tmp_path / "var" / "audit.db"}"'),
+        *("[cache]", f'redis_url = "{REDIS_URL}"', f'key_prefix = "metrics-{uuid.uuid4().hex}"'),
+        *("[metrics]", "enabled = true", f"port = {metrics_port}"),
+        top=['log_format = "json"'],
+        name="metrics",
     )
-    return config
 
 
 def _scrape(url: str, wanted: str) -> str:
@@ -113,18 +96,8 @@ def test_one_listener_reports_every_workers_calls_and_logs_are_json(tmp_path: Pa
     config = _config(tmp_path, port, metrics_port)
     settings = load_settings(config)
     keys = ensure_dev_client(settings.state_dir)
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*serve_command(), "serve", "--config", str(config), "--port", str(port), *WORKERS],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            _wait_until_up(client, process, log_path)
+    base = f"http://127.0.0.1:{port}"
+    with serve_process(tmp_path, config, port, *WORKERS) as (_, log_path):
         for _ in range(4):  # a new connection each: the two workers share the listener
             token = sign_dev_token(keys, settings.service_url(ORDER_SIGN_URL))
             body = dict(REQUEST, hookInstance=str(uuid.uuid4()))
@@ -139,9 +112,6 @@ def test_one_listener_reports_every_workers_calls_and_logs_are_json(tmp_path: Pa
         assert 'topic="cac-bundling-conflict"' in text
         assert "cardiac_cds_hook_duration_seconds_bucket" in text
         assert httpx.get(base + "/metrics").status_code == 404  # never on the EHR-facing port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines if line.startswith("{")]
     # Every log line is JSON, the workers' too; typer's two start-up lines are plain text.

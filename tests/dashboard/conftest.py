@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ import pytest
 from service.config import Settings
 from service.dashboard.app import create_admin_app
 from service.dashboard.auth import hash_password
-from service.storage.store import AuditCard, AuditRecord, FeedbackEntry, Storage
+from service.storage.store import AuditCard, AuditRecord, Storage
 from tests.storage.conftest import database_url, storage  # noqa: F401 - fixtures
+from tests.storage.test_report import at, outcome
 
 SIGN, SELECT = "cardiac-ct-order-sign", "cardiac-ct-order-select"
 BUNDLING, PRIOR_AUTH, RISK = (
@@ -41,10 +42,6 @@ SECRETS = (
     "Jane Doe-Secret",
     "issuer-SECRET",
 )
-
-
-def at(day: int, hour: int = 9, month: int = 11) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
 
 
 def call(
@@ -78,22 +75,6 @@ def call(
             )
             for uuid, topic, mode in cards
         ),
-    )
-
-
-def outcome(
-    card: str, kind: str, when: datetime, reason: tuple[str, str, str | None] | None = None
-) -> FeedbackEntry:
-    system, code, display = reason or (None, None, None)
-    return FeedbackEntry(
-        card,
-        kind,
-        when,
-        when.isoformat(),
-        override_system=system,
-        override_code=code,
-        override_display=display,
-        override_comment="Jane Doe-Secret asked to go ahead" if kind == "overridden" else None,
     )
 
 

@@ -4,7 +4,6 @@ answered on the EHR-facing port shows up on the dashboard; the dashboard is not 
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
@@ -19,7 +18,7 @@ from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.dashboard.conftest import PASSWORD, PASSWORD_HASH, USERNAME
 from tests.security.conftest import REDIS_URL
 from tests.storage.conftest import unused_loopback_port
-from tests.storage.test_durability import _wait_until_up, serve_command
+from tests.support.serve import serve_command, serve_process
 
 LIMIT_SECONDS = 30
 
@@ -50,22 +49,8 @@ def write_config(tmp_path: Path, port: int, admin_port: int, *, redis: bool = Fa
 def serving(tmp_path: Path, *options: str, redis: bool = False) -> Iterator[tuple[int, int, Path]]:
     port, admin_port = unused_loopback_port(), unused_loopback_port()
     config = write_config(tmp_path, port, admin_port, redis=redis)
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*serve_command(), "serve", "--config", str(config), "--port", str(port), *options],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                _wait_until_up(client, process, log_path)
-            yield port, admin_port, log_path
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+    with serve_process(tmp_path, config, port, *options) as (_, log_path):
+        yield port, admin_port, log_path
 
 
 def check_both_listeners(port: int, admin_port: int) -> None:

@@ -8,6 +8,7 @@ called with tokens signed by a key pair made for the test. Skipped, with the rea
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -29,8 +30,16 @@ from service.security.dev_client import DevClientKeys, ensure_dev_client, sign_d
 from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.security.conftest import REDIS_URL
 from tests.storage.conftest import POSTGRES_DSN, postgres_url, unused_loopback_port
-from tests.storage.test_durability import STARTUP_LIMIT_SECONDS, serve_command
 from tests.storage.test_feedback import FEEDBACK_URL, overridden
+from tests.support.serve import (
+    STARTUP_LIMIT_SECONDS,
+    dev_client_config,
+    serve_command,
+    serve_process,
+    start_logged,
+    stop,
+    wait_until_up,
+)
 
 HAPROXY = shutil.which("haproxy")
 BUNDLING = "cac-bundling-conflict"
@@ -95,26 +104,13 @@ class Cluster:
 
 
 def _config(tmp_path: Path, balancer_port: int, schema: str) -> Path:
-    path = tmp_path / "replica.toml"
-    path.write_text(
-        "\n".join(
-            [
-                f'public_base_url = "http://127.0.0.1:{balancer_port}"',
-                'environment = "development"',
-                f'state_dir = "{tmp_path / "var"}"',
-                "[auth]",
-                "dev_client = true",
-                "[storage]",
-                f'url = "{postgres_url(schema)}"',
-                "[cache]",
-                f'redis_url = "{REDIS_URL}"',
-                f'key_prefix = "replicas-{schema}"',
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
+    return dev_client_config(
+        tmp_path,
+        f"http://127.0.0.1:{balancer_port}",
+        *("[storage]", f'url = "{postgres_url(schema)}"'),
+        *("[cache]", f'redis_url = "{REDIS_URL}"', f'key_prefix = "replicas-{schema}"'),
+        name="replica",
     )
-    return path
 
 
 def _haproxy_config(tmp_path: Path, port: int, replicas: dict[str, int]) -> Path:
@@ -147,24 +143,6 @@ backend replicas
     return path
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited: {log.read_text(errors='replace')}"
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up: {log.read_text(errors='replace')}")
-
-
-def _start(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     schema = f"replicas_{uuid.uuid4().hex[:12]}"
@@ -174,36 +152,27 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     config = _config(tmp_path, balancer_port, schema)
     settings = load_settings(config)
     keys = ensure_dev_client(settings.state_dir)  # both replicas trust this key pair
-    processes: list[subprocess.Popen[bytes]] = []
     replicas: dict[str, Replica] = {}
+    stack = contextlib.ExitStack()
     try:
         for name in ("a", "b"):  # one after the other: the first runs the migrations
             port = unused_loopback_port()
-            log = tmp_path / f"replica-{name}.log"
-            argv = [*serve_command(), "serve", "--config", str(config), "--port", str(port)]
-            process = _start(argv, log, tmp_path)
-            processes.append(process)
+            process, log = stack.enter_context(
+                serve_process(tmp_path, config, port, name=f"replica-{name}")
+            )
             replicas[name] = Replica(name, port, process, log)
-            _wait_for(replicas[name].url, process, log)
         haproxy_cfg = _haproxy_config(
             tmp_path, balancer_port, {n: r.port for n, r in replicas.items()}
         )
         haproxy_log = tmp_path / "haproxy.log"
         assert HAPROXY is not None
-        haproxy = _start([HAPROXY, "-db", "-f", str(haproxy_cfg)], haproxy_log, tmp_path)
-        processes.append(haproxy)
+        haproxy = start_logged([HAPROXY, "-db", "-f", str(haproxy_cfg)], haproxy_log, tmp_path)
+        stack.callback(stop, haproxy)
         balancer = f"http://127.0.0.1:{balancer_port}"
-        _wait_for(balancer, haproxy, haproxy_log)
+        wait_until_up(balancer, haproxy, haproxy_log)
         yield Cluster(settings, config, keys, balancer, replicas, schema)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stack.close()  # haproxy first, then the replicas (SIGTERM each)
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -4,8 +4,6 @@ and the item is in the database and in the report of the restarted service."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +19,7 @@ from tests.api.test_invoke_smoke import ORDER_SIGN_URL, REQUEST
 from tests.storage.conftest import unused_loopback_port
 from tests.storage.test_feedback import FEEDBACK_URL, overridden
 from tests.support.conformance import assert_conformant_response, topics
-
-STARTUP_LIMIT_SECONDS = 60  # a bound for a slow machine, not a timing assertion
-
-
-def serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("cardiac-ct-cds")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+from tests.support.serve import STARTUP_LIMIT_SECONDS, serve_process
 
 
 @contextmanager
@@ -40,35 +32,11 @@ def running_service(tmp_path: Path, database_url: str, name: str) -> Iterator[An
         f'[storage]\nurl = "{database_url}"\n',
         encoding="utf-8",
     )
-    log = (tmp_path / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        [*serve_command(), "serve", "--config", str(config), "--port", str(port)],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            _wait_until_up(client, process, tmp_path / f"{name}.log")
-            yield process, client
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
-        log.close()
-
-
-def _wait_until_up(client: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"service exited: {log.read_text(errors='replace')}"
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"service did not start: {log.read_text(errors='replace')}")
+    with (
+        serve_process(tmp_path, config, port, name=name) as (process, _),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+        yield process, client
 
 
 def test_feedback_acknowledged_survives_sigkill(tmp_path: Path, database_url: str) -> None:
