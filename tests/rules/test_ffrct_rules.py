@@ -27,7 +27,7 @@ RULE_DATA = load_rule_data()
 
 @pytest.fixture(scope="module")
 def data() -> RuleData:
-    return load_rule_data()
+    return RULE_DATA  # loaded once for the module (the facts helpers use it too)
 
 
 def order(
