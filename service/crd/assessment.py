@@ -338,7 +338,7 @@ def billing_codes(facts: Facts, data: RuleData, order: Order, family: str) -> tu
     or study of that code list has the same date of service (75574 with its FFR-CT)."""
     spec = data.families[family]
     if spec.billing_codes:
-        codes = [_code(c) for c in spec.billing_codes]
+        codes = [Code.parse(c) for c in spec.billing_codes]
     else:
         ordered = data.family_codes(family, order.codes)[:1]
         codes = [data.billed_as(code, payer_kind(facts, order))[0] for code in ordered]
@@ -355,10 +355,5 @@ def billing_codes(facts: Facts, data: RuleData, order: Order, family: str) -> tu
             for study in facts.performed
         )
         if same_day_order or same_day_study:
-            codes.append(_code(code))
+            codes.append(Code.parse(code))
     return tuple(codes)
-
-
-def _code(text: str) -> Code:
-    system, _, value = text.partition("|")
-    return Code(system, value)

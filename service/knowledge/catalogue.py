@@ -348,8 +348,7 @@ class RuleData(_Data):
         """The code the claim carries for `code` under this payer kind, and the crosswalk used."""
         for row in self.billing_crosswalks:
             if str(code) == row.from_code and payer_kind in row.payer_kinds:
-                system, _, value = row.to_code.partition("|")
-                return Code(system, value), row
+                return Code.parse(row.to_code), row
         return code, None
 
     def payer(self, payer_id: str) -> PayerRow | None:
@@ -451,12 +450,17 @@ def _check_families(data: RuleData) -> None:
             if lst not in data.code_lists:
                 raise RuleDataError(f"families.{name}: unknown code list {lst!r}")
         for code in [*family.billing_codes, *family.same_day_billing.values()]:
-            if code.partition("|")[0] not in data.systems or not code.partition("|")[2]:
+            if not _known_code(code, data):
                 raise RuleDataError(f"families.{name}: {code!r} is not 'known-system|code'")
     reading = data.ccta_reading
     for code in [*reading.cad_rads_value_codes, *reading.cad_rads_modifier_codes]:
-        if code.partition("|")[0] not in data.systems or not code.partition("|")[2]:
+        if not _known_code(code, data):
             raise RuleDataError(f"ccta_reading: {code!r} is not 'known-system|code'")
+
+
+def _known_code(text: str, data: RuleData) -> bool:
+    code = Code.parse(text)
+    return code.system in data.systems and bool(code.code)
 
 
 def _explain(exc: ValidationError) -> str:

@@ -17,6 +17,12 @@ class Code:
     def __str__(self) -> str:
         return f"{self.system}|{self.code}"
 
+    @classmethod
+    def parse(cls, text: str) -> Code:
+        """ "cpt|75580" as written in the rule data (validated when it loads)."""
+        system, _, code = text.partition("|")
+        return cls(system, code)
+
 
 CodeSet = frozenset[Code]
 
